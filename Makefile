@@ -1,0 +1,70 @@
+# Agentwatch — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 4000
+QUICK ?=
+PROJECT ?= .
+
+-include make/*.mk
+
+.PHONY: help setup deps system-deps node-deps dev test lint fmt bench backup install-hooks
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
+	@echo ">> creating the virtualenv in $(VENV) with the pinned Python deps"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+deps: $(VENV)/.installed ## Python virtualenv with all deps
+
+system-deps: ## Debian's prometheus and alertmanager (installed when missing and root)
+	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing prometheus and prometheus-alertmanager from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+	else echo ">> prometheus/promtool/alertmanager missing and not root: e2e tests will skip (fail under CI=true)"; fi
+
+node-deps: ## npm packages used by checks (LogQL parser)
+	@if [ -f tools/package.json ] && [ ! -d tools/node_modules ]; then \
+	  echo ">> installing npm packages for checks"; \
+	  cd tools && npm ci --no-audit --no-fund --engine-strict=false --loglevel=error; fi
+
+setup: deps system-deps node-deps
+
+dev: deps ## run the collector alone on its embedded SQLite
+	@echo ">> collector on http://$(HOST):$(PORT)  (metrics: /metrics, health: /healthz, docs: /docs)"
+	@mkdir -p data
+	@AGENTWATCH_HOST=$(HOST) AGENTWATCH_PORT=$(PORT) $(PY) -m collector
+
+test: setup ## all tests (installs what it needs)
+	@echo ">> running pytest"
+	@$(PY) -m pytest -q
+
+lint: deps ## ruff and mypy --strict
+	@echo ">> ruff check, ruff format --check, mypy"
+	@$(VENV)/bin/ruff check collector hooks tests bench
+	@$(VENV)/bin/ruff format --check collector hooks tests bench
+	@$(VENV)/bin/mypy
+
+fmt: deps
+	@$(VENV)/bin/ruff format collector hooks tests bench
+	@$(VENV)/bin/ruff check --fix collector hooks tests bench
+
+bench: setup ## benchmarks; QUICK=1 for a short run
+	@echo ">> benchmarks$(if $(QUICK), (quick),)"
+	@$(PY) -m bench $(if $(QUICK),--quick,)
+
+backup: deps ## online SQLite backup of the collector's store into ./backups/
+	@echo ">> backing up the store with SQLite's online backup API"
+	@$(PY) -m collector.backup
+
+install-hooks: ## add the Agentwatch hook to PROJECT's .claude/settings.json
+	@echo ">> installing hooks into $(PROJECT)"
+	@$(PYTHON) hooks/install.py --project "$(PROJECT)"
