@@ -1,0 +1,44 @@
+"""The per-app state that routes share, reached through request.app.state.ctx."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from starlette.requests import Request
+
+from collector.auth import HmacVerifier, check_token
+from collector.metrics import Metrics
+from collector.settings import Settings
+from collector.store import Store
+from collector.tracker import Tracker
+
+
+class RelayStatus(Protocol):
+    """What /readyz needs to know of the OTLP relay (collector/relay.py)."""
+
+    @property
+    def state(self) -> str: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    tracker: Tracker
+    hmac: HmacVerifier | None = None
+    relay: RelayStatus | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def ctx(request: Request) -> AppContext:
+    context: AppContext = request.app.state.ctx
+    return context
+
+
+def require_token(request: Request) -> None:
+    """FastAPI dependency for query routes: the bearer token when AGENTWATCH_TOKEN is set."""
+    check_token(request, ctx(request).settings.token)

@@ -1,0 +1,259 @@
+"""Turning what clients send (hook envelopes, raw hook JSON) into stored Events.
+
+Validation is hand-written rather than a pydantic model per event: ingest handles tens of
+thousands of events a second and every microsecond per event shows in the benchmark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from collector.redact import redact
+from collector.settings import Settings
+
+# Failure comes from the event type, never from grepping output.
+FAILURE_EVENTS = {"PostToolUseFailure", "StopFailure"}
+TOOL_END_EVENTS = {"PostToolUse", "PostToolUseFailure"}
+# Keys whose values are prompt text or tool content: dropped when AGENTWATCH_CAPTURE=metadata.
+CONTENT_KEYS = (
+    "prompt",
+    "tool_input",
+    "tool_response",
+    "last_assistant_message",
+    "message",
+    "custom_instructions",
+    "error",
+)
+USAGE_TYPES = ("input", "output", "cache_read", "cache_creation")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+_MIN_TS_MS = 1_577_836_800_000  # 2020-01-01: older timestamps are clock errors
+_MAX_FUTURE_MS = 24 * 3600 * 1000
+_MAX_STR = 256
+
+
+class InvalidEvent(ValueError):
+    """The item cannot be stored; the message says why (it is sent back to the client)."""
+
+
+@dataclass(slots=True)
+class Event:
+    event_id: str
+    ts: int
+    received_at: int
+    source_app: str
+    machine_id: str
+    session_id: str
+    agent_id: str | None
+    parent_agent_id: str | None
+    agent_type: str | None
+    hook_event: str
+    tool_name: str | None
+    tool_use_id: str | None
+    outcome: str
+    usage: dict[str, dict[str, int]] | None
+    payload: str  # redacted, capped JSON text
+    input_hash: str | None = None  # tool name + input digest, for loop detection
+    spool_dropped: int = 0
+    # Filled in by the store when it commits the event:
+    duration_ms: int | None = None  # a paired tool call's duration (on whichever end came last)
+    session_started_ts: int | None = None  # on SessionEnd: the session's first event
+
+    @property
+    def is_subagent(self) -> bool:
+        return self.parent_agent_id is not None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _opt_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{key} must be a string")
+    if len(value) > _MAX_STR:
+        raise InvalidEvent(f"{key} is longer than {_MAX_STR} characters")
+    return value
+
+
+def _ts(value: Any, received_at: int) -> int:
+    if value is None:
+        return received_at
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent("ts must be epoch milliseconds (a number)")
+    ts = int(value)
+    if ts < _MIN_TS_MS or ts > received_at + _MAX_FUTURE_MS:
+        raise InvalidEvent("ts is out of range (before 2020 or more than 24 h in the future)")
+    return ts
+
+
+def _usage(value: Any) -> dict[str, dict[str, int]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > 50:
+        raise InvalidEvent("usage must be an object of model -> token counts")
+    out: dict[str, dict[str, int]] = {}
+    for model, counts in value.items():
+        if not isinstance(counts, dict) or len(model) > _MAX_STR:
+            raise InvalidEvent("usage must be an object of model -> token counts")
+        clean: dict[str, int] = {}
+        for kind, n in counts.items():
+            if kind not in USAGE_TYPES:
+                raise InvalidEvent(f"usage type {kind!r} is not one of {USAGE_TYPES}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**12:
+                raise InvalidEvent("usage counts must be non-negative integers")
+            clean[kind] = n
+        out[model] = clean
+    return out
+
+
+def _cap(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        if len(value) > limit:
+            return value[:limit] + f"…[truncated {len(value) - limit} chars]"
+        return value
+    if isinstance(value, dict):
+        return {k: _cap(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap(v, limit) for v in value]
+    return value
+
+
+def prepare_payload(payload: dict[str, Any], settings: Settings) -> str:
+    """Redacted, size-capped JSON text of a hook payload.
+
+    Redaction runs on the full text first: capping first could cut a secret in half and leave
+    a prefix that no pattern recognises any more.
+    """
+    if settings.capture == "metadata":
+        payload = {k: v for k, v in payload.items() if k not in CONTENT_KEYS}
+    try:
+        text = redact(orjson.dumps(payload).decode())
+    except TypeError as exc:  # e.g. an integer beyond 64 bits
+        raise InvalidEvent(f"payload cannot be encoded: {exc}") from None
+    if len(text) <= settings.max_field_chars:
+        return text
+    capped = orjson.dumps(_cap(orjson.loads(text), settings.max_field_chars)).decode()
+    if len(capped) > settings.max_payload_bytes:
+        keep = {k: v for k, v in payload.items() if k not in CONTENT_KEYS}
+        keep["_truncated"] = f"payload over {settings.max_payload_bytes} bytes"
+        capped = redact(orjson.dumps(_cap(keep, 256)).decode())
+    return capped
+
+
+def _input_hash(tool_name: str | None, payload: dict[str, Any]) -> str | None:
+    if not tool_name or "tool_input" not in payload:
+        return None
+    digest = hashlib.blake2b(
+        orjson.dumps(payload["tool_input"], option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
+    return f"{tool_name}:{digest}"
+
+
+def outcome_of(hook_event: str, payload: dict[str, Any]) -> str:
+    if hook_event == "PostToolUseFailure":
+        return "blocked" if payload.get("is_interrupt") is True else "error"
+    if hook_event in FAILURE_EVENTS:
+        return "error"
+    if hook_event == "PostToolUse":
+        return "success"
+    return ""
+
+
+def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
+    """An Event from the hook script's envelope (fields of DESIGN.md's Event)."""
+    if not isinstance(env, dict):
+        raise InvalidEvent("each event must be a JSON object")
+    event_id = env.get("event_id")
+    if not isinstance(event_id, str) or not _ID.match(event_id):
+        raise InvalidEvent("event_id must be a string of 8-128 characters [A-Za-z0-9._:-]")
+    payload = env.get("payload", {})
+    if not isinstance(payload, dict):
+        raise InvalidEvent("payload must be a JSON object")
+    dropped = env.get("spool_dropped", 0)
+    if isinstance(dropped, bool) or not isinstance(dropped, int) or dropped < 0:
+        raise InvalidEvent("spool_dropped must be a non-negative integer")
+    return _build(
+        event_id,
+        _ts(env.get("ts"), received_at),
+        received_at,
+        env,
+        payload,
+        _usage(env.get("usage")),
+        settings,
+        dropped,
+    )
+
+
+def from_hook(payload: Any, received_at: int, settings: Settings, client: str) -> Event:
+    """An Event from the raw JSON Claude Code gives a hook (what a `type: "http"` hook posts)."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent("the hook body must be a JSON object")
+    meta = {
+        "machine_id": "http-" + hashlib.sha256(client.encode()).hexdigest()[:12],
+        "source_app": _source_app(payload),
+    }
+    return _build(str(uuid.uuid4()), received_at, received_at, meta, payload, None, settings, 0)
+
+
+def _source_app(payload: dict[str, Any]) -> str:
+    cwd = payload.get("cwd")
+    if isinstance(cwd, str) and cwd.strip("/"):
+        return cwd.rstrip("/").rsplit("/", 1)[-1][:_MAX_STR]
+    return "unknown"
+
+
+def _build(
+    event_id: str,
+    ts: int,
+    received_at: int,
+    env: dict[str, Any],
+    payload: dict[str, Any],
+    usage: dict[str, dict[str, int]] | None,
+    settings: Settings,
+    dropped: int,
+) -> Event:
+    # Envelope fields win; the payload (Claude Code's own JSON) fills what the envelope lacks.
+    def field(key: str, payload_key: str | None = None) -> str | None:
+        return _opt_str(env, key) or _opt_str(payload, payload_key or key)
+
+    hook_event = field("hook_event", "hook_event_name")
+    if not hook_event:
+        raise InvalidEvent("hook_event (or payload.hook_event_name) is required")
+    session_id = field("session_id")
+    if not session_id:
+        raise InvalidEvent("session_id (or payload.session_id) is required")
+    sub_id = _opt_str(payload, "agent_id")
+    agent_id = _opt_str(env, "agent_id") or sub_id or session_id
+    parent = _opt_str(env, "parent_agent_id")
+    if parent is None and agent_id != session_id:
+        parent = session_id
+    tool_name = field("tool_name")
+    return Event(
+        event_id=event_id,
+        ts=ts,
+        received_at=received_at,
+        source_app=_opt_str(env, "source_app") or _source_app(payload),
+        machine_id=_opt_str(env, "machine_id") or "unknown",
+        session_id=session_id,
+        agent_id=agent_id,
+        parent_agent_id=parent,
+        agent_type=field("agent_type") or (None if parent else "main"),
+        hook_event=hook_event,
+        tool_name=tool_name,
+        tool_use_id=field("tool_use_id"),
+        outcome=outcome_of(hook_event, payload),
+        usage=usage,
+        payload=prepare_payload(payload, settings),
+        input_hash=_input_hash(tool_name, payload) if hook_event == "PreToolUse" else None,
+        spool_dropped=dropped,
+    )

@@ -1,0 +1,585 @@
+"""The SQLite event store: WAL, one writer thread with group commit, migrations, retention.
+
+Every write goes through one thread that owns the write connection. Requests hand it batches
+and wait for the commit: a request is acknowledged only once its events are committed, and
+concurrent requests share one transaction (group commit), which is what makes ingest fast.
+Readers use their own read-only connections (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.events import Event
+from collector.pricing import cost_usd
+
+log = logging.getLogger("collector.store")
+
+MAX_EVENTS_PER_TRANSACTION = 5000
+RETENTION_CHUNK = 5000
+
+# Each entry migrates the schema from version i to i+1 (PRAGMA user_version).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        ts INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        source_app TEXT NOT NULL,
+        machine_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        agent_id TEXT,
+        parent_agent_id TEXT,
+        agent_type TEXT,
+        hook_event TEXT NOT NULL,
+        tool_name TEXT,
+        tool_use_id TEXT,
+        outcome TEXT NOT NULL DEFAULT '',
+        usage TEXT,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX events_session_ts ON events(session_id, ts);
+    CREATE INDEX events_ts ON events(ts);
+    CREATE INDEX events_hook_ts ON events(hook_event, ts);
+    CREATE INDEX events_tool_ts ON events(tool_name, ts) WHERE tool_name IS NOT NULL;
+    CREATE TABLE tool_calls (
+        tool_use_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        agent_id TEXT,
+        tool_name TEXT,
+        start_ts INTEGER,
+        end_ts INTEGER,
+        duration_ms INTEGER,
+        outcome TEXT
+    );
+    CREATE INDEX tool_calls_session ON tool_calls(session_id);
+    CREATE INDEX tool_calls_end ON tool_calls(end_ts);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        source_app TEXT NOT NULL,
+        machine_id TEXT NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        ended_ts INTEGER,
+        events INTEGER NOT NULL DEFAULT 0,
+        tool_calls INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        prompts INTEGER NOT NULL DEFAULT 0,
+        subagents INTEGER NOT NULL DEFAULT 0,
+        tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_last ON sessions(last_ts);
+    CREATE INDEX sessions_app_last ON sessions(source_app, last_ts);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO events (event_id, ts, received_at, source_app, machine_id, session_id,
+    agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, usage, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_TOOL_START = """
+INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, start_ts) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (tool_use_id) DO UPDATE SET start_ts = excluded.start_ts,
+    duration_ms = CASE WHEN end_ts IS NOT NULL THEN max(end_ts - excluded.start_ts, 0) END
+RETURNING duration_ms
+"""
+_TOOL_END = """
+INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, end_ts, outcome)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (tool_use_id) DO UPDATE SET end_ts = excluded.end_ts, outcome = excluded.outcome,
+    duration_ms = CASE WHEN start_ts IS NOT NULL THEN max(excluded.end_ts - start_ts, 0) END
+RETURNING duration_ms
+"""
+_SESSION_UPSERT = """
+INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events,
+    tool_calls, errors, prompts, subagents, tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+    ended_ts = coalesce(excluded.ended_ts, ended_ts), events = events + excluded.events,
+    tool_calls = tool_calls + excluded.tool_calls, errors = errors + excluded.errors,
+    prompts = prompts + excluded.prompts, subagents = subagents + excluded.subagents,
+    tokens = tokens + excluded.tokens, cost_usd = cost_usd + excluded.cost_usd
+RETURNING first_ts
+"""
+
+
+class StoreError(RuntimeError):
+    """The store cannot take writes (disk full, unwritable, corrupt): nothing was committed."""
+
+
+class StoreSaturated(StoreError):
+    """The writer queue is full; the client should retry later."""
+
+
+@dataclass
+class _Write:
+    events: list[Event]
+    done: Callable[[list[bool] | BaseException], None]
+
+
+@dataclass
+class _Task:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+CommitListener = Callable[[list[Event]], None]
+
+
+@dataclass
+class _SessionDelta:
+    source_app: str
+    machine_id: str
+    first_ts: int
+    last_ts: int
+    ended_ts: int | None = None
+    events: int = 0
+    tool_calls: int = 0
+    errors: int = 0
+    prompts: int = 0
+    subagents: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Store:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        queue_max_events: int = 100_000,
+        on_write: Callable[[float, int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.capacity = queue_max_events
+        self._on_write = on_write
+        self._on_error = on_error
+        self._listeners: list[CommitListener] = []
+        self._queue: queue.Queue[_Write | _Task | None] = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self.failure: str | None = None  # why writes fail right now, None when healthy
+        self.corrupt: str | None = None  # set by the integrity check; writes are then refused
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (creating if needed), migrate and start the writer. Raises StoreError clearly."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA cache_size = -32768")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._migrate(conn)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._conn = conn
+        self._writer = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._writer.start()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this collector "
+                f"({len(MIGRATIONS)}): upgrade the collector"
+            )
+        for target in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _statements(MIGRATIONS[target]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target + 1}")
+            conn.execute("COMMIT")
+            log.info("store migrated", extra={"schema_version": target + 1})
+
+    def check_integrity(self, mode: str = "quick") -> str | None:
+        """Run PRAGMA quick_check/integrity_check on a separate connection; None when ok."""
+        pragma = "integrity_check" if mode == "full" else "quick_check"
+        try:
+            with self.reader() as conn:
+                rows = conn.execute(f"PRAGMA {pragma}(10)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            rows = [(str(exc),)]
+        problems = [str(r[0]) for r in rows if r[0] != "ok"]
+        if problems:
+            self.corrupt = f"integrity check failed: {'; '.join(problems)[:500]}"
+            log.error("store integrity check failed", extra={"problems": problems[:10]})
+            return self.corrupt
+        return None
+
+    def close(self) -> None:
+        """Stop taking writes, commit everything queued, then stop the writer."""
+        if self._writer is None:
+            return
+        self._queue.put(None)
+        self._writer.join()
+        self._writer = None
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._conn.close()
+
+    @property
+    def running(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
+    def probe(self, timeout: float = 2.0) -> None:
+        """After a failed write, try a tiny one: readiness recovers without waiting for traffic."""
+        try:
+            self.set_meta("probe", str(time.time())).result(timeout)
+            self.failure = None
+        except Exception as exc:
+            self.failure = f"write failed: {exc}"
+
+    # -- writes ----------------------------------------------------------------------------
+    def add_listener(self, listener: CommitListener) -> None:
+        """listener(events) runs on the writer thread after each commit, with the new events."""
+        self._listeners.append(listener)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._pending
+
+    def _reserve(self, n: int) -> None:
+        if self.corrupt:
+            raise StoreError(self.corrupt)
+        if self._writer is None:
+            raise StoreError("the store is closed")
+        with self._pending_lock:
+            if self._pending + n > self.capacity and self._pending > 0:
+                raise StoreSaturated(
+                    f"writer queue full ({self._pending} events pending, capacity {self.capacity})"
+                )
+            self._pending += n
+
+    async def write(self, events: list[Event]) -> list[bool]:
+        """Commit the events; True for each that was new, False for a duplicate event_id."""
+        if not events:
+            return []
+        self._reserve(len(events))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[bool]] = loop.create_future()
+
+        def done(result: list[bool] | BaseException) -> None:
+            def resolve() -> None:
+                if fut.done():
+                    return
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+            loop.call_soon_threadsafe(resolve)
+
+        self._queue.put(_Write(events, done))
+        return await fut
+
+    def write_sync(self, events: list[Event]) -> list[bool]:
+        """write() for threads that have no event loop (tests, tools)."""
+        self._reserve(len(events))
+        out: Future[list[bool]] = Future()
+
+        def done(result: list[bool] | BaseException) -> None:
+            if isinstance(result, BaseException):
+                out.set_exception(result)
+            else:
+                out.set_result(result)
+
+        self._queue.put(_Write(events, done))
+        return out.result()
+
+    def run_task(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        """Run fn(conn) on the writer thread, inside a transaction (for maintenance and cursors)."""
+        task = _Task(fn)
+        self._queue.put(task)
+        return task.future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Task):
+                self._run_task(item)
+                continue
+            writes = [item]
+            count = len(item.events)
+            stop = False
+            while count < MAX_EVENTS_PER_TRANSACTION:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if isinstance(nxt, _Task):
+                    self._commit(writes)
+                    writes, count = [], 0
+                    self._run_task(nxt)
+                    continue
+                writes.append(nxt)
+                count += len(nxt.events)
+            if writes:
+                self._commit(writes)
+            if stop:
+                # Drain whatever is still queued (SIGTERM: nothing accepted is dropped).
+                rest: list[_Write] = []
+                while not self._queue.empty():
+                    extra = self._queue.get_nowait()
+                    if isinstance(extra, _Write):
+                        rest.append(extra)
+                    elif isinstance(extra, _Task):
+                        self._run_task(extra)
+                if rest:
+                    self._commit(rest)
+                return
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            result = task.fn(self._conn)
+            self._conn.execute("COMMIT")
+            task.future.set_result(result)
+        except BaseException as exc:
+            self._rollback()
+            task.future.set_exception(exc)
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+    def _commit(self, writes: list[_Write]) -> None:
+        started = time.perf_counter()
+        n = sum(len(w.events) for w in writes)
+        try:
+            results, new = self._insert(writes)
+        except (sqlite3.Error, OSError) as exc:
+            self._rollback()
+            self.failure = f"write failed: {exc}"
+            log.error("store write failed", extra={"events": n, "error": str(exc)})
+            if self._on_error:
+                self._on_error(exc)
+            err = StoreError(self.failure)
+            for w in writes:
+                w.done(err)
+            self._release(n)
+            return
+        self.failure = None
+        for w, res in zip(writes, results, strict=True):
+            w.done(res)
+        self._release(n)
+        if self._on_write:
+            self._on_write(time.perf_counter() - started, n)
+        for listener in self._listeners:
+            try:
+                listener(new)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def _release(self, n: int) -> None:
+        with self._pending_lock:
+            self._pending -= n
+
+    def _insert(self, writes: list[_Write]) -> tuple[list[list[bool]], list[Event]]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.cursor()
+        results: list[list[bool]] = []
+        new: list[Event] = []
+        for w in writes:
+            res = []
+            for e in w.events:
+                cur.execute(
+                    _INSERT_EVENT,
+                    (
+                        e.event_id,
+                        e.ts,
+                        e.received_at,
+                        e.source_app,
+                        e.machine_id,
+                        e.session_id,
+                        e.agent_id,
+                        e.parent_agent_id,
+                        e.agent_type,
+                        e.hook_event,
+                        e.tool_name,
+                        e.tool_use_id,
+                        e.outcome,
+                        orjson.dumps(e.usage).decode() if e.usage else None,
+                        e.payload,
+                    ),
+                )
+                inserted = cur.rowcount == 1
+                res.append(inserted)
+                if inserted:
+                    new.append(e)
+            results.append(res)
+        self._pair_tools(cur, new)
+        self._upsert_sessions(cur, new)
+        conn.execute("COMMIT")
+        return results, new
+
+    @staticmethod
+    def _pair_tools(cur: sqlite3.Cursor, new: list[Event]) -> None:
+        """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come."""
+        for e in new:
+            if not e.tool_use_id:
+                continue
+            if e.hook_event == "PreToolUse":
+                row = cur.execute(
+                    _TOOL_START, (e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts)
+                ).fetchone()
+            elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
+                row = cur.execute(
+                    _TOOL_END,
+                    (e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts, e.outcome),
+                ).fetchone()
+            else:
+                continue
+            e.duration_ms = row[0] if row else None
+
+    @staticmethod
+    def _upsert_sessions(cur: sqlite3.Cursor, new: list[Event]) -> None:
+        deltas: dict[str, _SessionDelta] = {}
+        for e in new:
+            if not e.session_id or e.hook_event == "AlertNotification":
+                continue
+            d = deltas.get(e.session_id)
+            if d is None:
+                d = deltas[e.session_id] = _SessionDelta(e.source_app, e.machine_id, e.ts, e.ts)
+            d.first_ts = min(d.first_ts, e.ts)
+            d.last_ts = max(d.last_ts, e.ts)
+            d.events += 1
+            if e.hook_event == "SessionEnd":
+                d.ended_ts = e.ts
+            elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
+                d.tool_calls += 1
+            elif e.hook_event == "UserPromptSubmit":
+                d.prompts += 1
+            elif e.hook_event == "SubagentStart":
+                d.subagents += 1
+            if e.outcome == "error":
+                d.errors += 1
+            for model, counts in (e.usage or {}).items():
+                d.tokens += sum(counts.values())
+                d.cost_usd += cost_usd(model, counts)
+        for sid, d in deltas.items():
+            row = cur.execute(
+                _SESSION_UPSERT,
+                (
+                    sid,
+                    d.source_app,
+                    d.machine_id,
+                    d.first_ts,
+                    d.last_ts,
+                    d.ended_ts,
+                    d.events,
+                    d.tool_calls,
+                    d.errors,
+                    d.prompts,
+                    d.subagents,
+                    d.tokens,
+                    d.cost_usd,
+                ),
+            ).fetchone()
+            if d.ended_ts is not None:
+                for e in new:
+                    if e.session_id == sid and e.hook_event == "SessionEnd":
+                        e.session_started_ts = row[0]
+
+    # -- reads -----------------------------------------------------------------------------
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection private to the calling thread."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+        yield conn
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(OSError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    # -- maintenance (on the writer thread) -------------------------------------------------
+    def prune(self, cutoff_ms: int) -> int:
+        """Delete events (and their tool calls and sessions) older than cutoff; returns events deleted.
+
+        Runs in chunks, each its own writer task, so ingest interleaves with a large prune.
+        """
+        deleted = 0
+        while True:
+            n = self.run_task(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ? LIMIT ?)",
+                        (cutoff_ms, RETENTION_CHUNK),
+                    ).rowcount
+                )
+            ).result()
+            deleted += int(n)
+            if n < RETENTION_CHUNK:
+                break
+
+        def rest(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM tool_calls WHERE coalesce(end_ts, start_ts) < ?", (cutoff_ms,))
+            c.execute("DELETE FROM sessions WHERE last_ts < ?", (cutoff_ms,))
+
+        self.run_task(rest).result()
+        if deleted:
+            # Hand freed pages back to the file system (auto_vacuum=INCREMENTAL).
+            self.run_task(lambda c: c.execute("PRAGMA incremental_vacuum").fetchall()).result()
+        return deleted
+
+    def get_meta(self, key: str) -> str | None:
+        with self.reader() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> Future[Any]:
+        return self.run_task(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,178 @@
+"""What the collector learns from committed events: counters, tool loops, sessions waiting
+for input and active sessions. Runs on the store's writer thread after each commit, so it sees
+events exactly once and in commit order; scrapes read its state under a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from collector.events import Event
+from collector.metrics import Metrics
+from collector.pricing import cost_usd
+
+MAX_TRACKED_SESSIONS = 50_000
+
+
+@dataclass
+class _Session:
+    source_app: str
+    last_seen: float  # monotonic seconds when an event last arrived
+    waiting_since: float | None = None  # a permission prompt not yet followed by anything
+    ended: bool = False
+
+
+@dataclass
+class _Run:
+    key: str
+    count: int = 1
+
+
+class Tracker:
+    def __init__(
+        self,
+        metrics: Metrics,
+        loop_threshold: int = 5,
+        waiting_seconds: float = 60,
+        session_idle_seconds: float = 1800,
+    ) -> None:
+        self.m = metrics
+        self.loop_threshold = loop_threshold
+        self.waiting_seconds = waiting_seconds
+        self.idle_seconds = session_idle_seconds
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
+        self._started_agents: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        metrics.add_function_gauge(
+            "agentwatch_sessions_active",
+            "Sessions with an event in the last AGENTWATCH_SESSION_IDLE_SECONDS and no SessionEnd.",
+            ["source_app"],
+            self._active_samples,
+        )
+        metrics.add_function_gauge(
+            "agentwatch_sessions_waiting_for_input",
+            "Sessions whose permission prompt is unanswered for more than AGENTWATCH_WAITING_SECONDS.",
+            [],
+            lambda: [([], float(self.waiting_count()))],
+        )
+
+    def restore(self, conn: sqlite3.Connection) -> None:
+        """Reload sessions still open at the last shutdown, so the active gauge survives restarts."""
+        cutoff_ms = int((time.time() - self.idle_seconds) * 1000)
+        rows = conn.execute(
+            "SELECT session_id, source_app, last_ts FROM sessions "
+            "WHERE ended_ts IS NULL AND last_ts >= ? ORDER BY last_ts LIMIT ?",
+            (cutoff_ms, MAX_TRACKED_SESSIONS),
+        ).fetchall()
+        now_wall, now_mono = time.time(), time.monotonic()
+        with self._lock:
+            for sid, app, last_ts in rows:
+                age = max(now_wall - last_ts / 1000, 0)
+                self._sessions[sid] = _Session(self.m.cap_app(app), now_mono - age)
+
+    # -- on commit ---------------------------------------------------------------------------
+    def observe(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        m = self.m
+        with self._lock:
+            for e in events:
+                app = m.cap_app(e.source_app)
+                m.events.labels(hook_event=e.hook_event, source_app=app).inc()
+                if e.spool_dropped:
+                    m.spool_dropped.inc(e.spool_dropped)
+                if e.hook_event == "AlertNotification":
+                    continue
+                self._session(e, app, now)
+                self._count(e, app)
+                if e.input_hash:
+                    self._loop(e)
+
+    def _session(self, e: Event, app: str, now: float) -> None:
+        s = self._sessions.get(e.session_id)
+        if s is None:
+            s = self._sessions[e.session_id] = _Session(app, now)
+            if len(self._sessions) > MAX_TRACKED_SESSIONS:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(e.session_id)
+        s.last_seen = now
+        # payload is orjson text (no spaces), so a substring test is exact and cheap.
+        is_prompt = e.hook_event == "PermissionRequest" or (
+            e.hook_event == "Notification"
+            and '"notification_type":"permission_prompt"' in e.payload
+        )
+        if is_prompt:
+            s.waiting_since = s.waiting_since or now
+        else:
+            s.waiting_since = None
+        if e.hook_event == "SessionEnd":
+            s.ended = True
+            if e.session_started_ts is not None:
+                duration = max(e.ts - e.session_started_ts, 0) / 1000
+                self.m.session_duration.labels(source_app=app).observe(duration)
+
+    def _count(self, e: Event, app: str) -> None:
+        m = self.m
+        if e.hook_event == "UserPromptSubmit":
+            m.prompts.labels(source_app=app).inc()
+        elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
+            m.tool_calls.labels(tool=m.cap_tool(e.tool_name), outcome=e.outcome).inc()
+        elif e.hook_event == "SubagentStart" or (
+            e.hook_event == "SubagentStop" and e.agent_id not in self._started_agents
+        ):
+            # Older Claude Code versions send no SubagentStart: count those at their stop.
+            m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
+            if e.agent_id:
+                self._started_agents[e.agent_id] = None
+                if len(self._started_agents) > MAX_TRACKED_SESSIONS:
+                    self._started_agents.popitem(last=False)
+        if e.duration_ms is not None:
+            m.tool_duration.labels(tool=m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
+        for model, counts in (e.usage or {}).items():
+            label = m.cap_model(model)
+            for kind, n in counts.items():
+                m.tokens.labels(model=label, type=kind).inc(n)
+            m.cost.labels(model=label).inc(cost_usd(model, counts))
+
+    def _loop(self, e: Event) -> None:
+        """The same tool with the same input more than N times in a row, per agent of a session."""
+        assert e.input_hash is not None
+        key = (e.session_id, e.agent_id or e.session_id)
+        run = self._runs.get(key)
+        if run is None or run.key != e.input_hash:
+            self._runs[key] = _Run(e.input_hash)
+            self._runs.move_to_end(key)
+            if len(self._runs) > MAX_TRACKED_SESSIONS:
+                self._runs.popitem(last=False)
+            return
+        run.count += 1
+        if run.count == self.loop_threshold + 1:  # once per run, when it crosses the threshold
+            self.m.loops.labels(tool=self.m.cap_tool(e.tool_name)).inc()
+
+    # -- at scrape ---------------------------------------------------------------------------
+    def waiting_count(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            return sum(
+                1
+                for s in self._sessions.values()
+                if s.waiting_since is not None
+                and not s.ended
+                and now - s.waiting_since > self.waiting_seconds
+            )
+
+    def _active_samples(self) -> Iterable[tuple[list[str], float]]:
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        with self._lock:
+            for s in self._sessions.values():
+                # Apps seen but idle report 0, so the series does not vanish between sessions.
+                active = not s.ended and now - s.last_seen <= self.idle_seconds
+                counts[s.source_app] = counts.get(s.source_app, 0) + active
+        return [([app], float(n)) for app, n in sorted(counts.items())]

@@ -1,0 +1,139 @@
+"""The hook: stdin JSON -> redacted envelope -> spool -> detached flusher. Never the network."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
+from . import fastjson, redact
+from .config import Config, load
+from .log import log
+from .spool import Spool, try_lock
+
+MAX_STDIN_BYTES = 32 * 1024 * 1024
+
+
+def main(argv: List[str]) -> None:
+    cfg = load(os.environ)
+    spool = Spool(cfg.spool_dir)
+    spool.ensure()
+    if "--flush" in argv:
+        from .flusher import flush_foreground
+
+        flush_foreground(cfg, spool)
+        return
+    raw = sys.stdin.buffer.read(MAX_STDIN_BYTES).decode("utf-8", "replace")
+    try:
+        payload = fastjson.loads(raw)
+    except ValueError as exc:
+        log(cfg.spool_dir, f"ignoring hook input that is not JSON: {exc}")
+        return
+    if not isinstance(payload, dict):
+        log(cfg.spool_dir, "ignoring hook input that is not a JSON object")
+        return
+    envelope = build_envelope(cfg, spool, payload, redact.needs_redaction(raw.lower()))
+    spool.write(fastjson.dumps(envelope).encode("ascii"))
+    spool.enforce_bound(cfg.max_events)
+    if spool.due(time.time()):
+        spawn_flusher(cfg, spool)
+
+
+def build_envelope(
+    cfg: Config, spool: Spool, payload: Dict[str, Any], needs_redaction: bool
+) -> Dict[str, Any]:
+    session_id = str(payload.get("session_id") or "unknown")
+    hook_event = str(payload.get("hook_event_name") or "Unknown")
+    sub_id = payload.get("agent_id")
+    if sub_id:  # inside a subagent, or SubagentStart/SubagentStop about one
+        agent_id, parent, agent_type = str(sub_id), session_id, payload.get("agent_type")
+    else:
+        agent_id, parent, agent_type = session_id, None, payload.get("agent_type")
+    cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
+    envelope: Dict[str, Any] = {
+        "event_id": _uuid4(),
+        "ts": cfg.replay_ts_ms if cfg.replay_ts_ms is not None else time.time_ns() // 1_000_000,
+        "source_app": cfg.source_app or os.path.basename(cwd.rstrip("/")) or "unknown",
+        "machine_id": spool.machine_id(),
+        "session_id": session_id,
+        "agent_id": agent_id,
+        "parent_agent_id": parent,
+        "agent_type": agent_type if isinstance(agent_type, str) else None,
+        "hook_event": hook_event,
+        "tool_name": _str_or_none(payload.get("tool_name")),
+        "tool_use_id": _str_or_none(payload.get("tool_use_id")),
+        "usage": _usage(hook_event, payload, spool),
+        "payload": redact.clean(payload, needs_redaction),
+    }
+    dropped = spool.take_dropped()
+    if dropped:
+        envelope["spool_dropped"] = dropped
+    return envelope
+
+
+def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[dict]:
+    key = {"Stop": "transcript_path", "SubagentStop": "agent_transcript_path"}.get(hook_event)
+    path = payload.get(key) if key else None
+    if not isinstance(path, str) or not path:
+        return None
+    from .transcript import read_usage
+
+    try:
+        return read_usage(os.path.expanduser(path), spool.state)
+    except (OSError, ValueError) as exc:
+        log(spool.root, f"no usage from {path}: {exc}")
+        return None
+
+
+def spawn_flusher(cfg: Config, spool: Spool) -> None:
+    """Double-fork a flusher that holds flush.lock; return at once.
+
+    The lock is taken here, before forking, so a hook finding a flusher already running does
+    not fork at all: that flusher re-checks the spool after releasing the lock. The grandchild
+    inherits the locked descriptor; the parent closes its copy without unlocking.
+    """
+    lock_fd = try_lock(spool.lock_path("flush.lock"))
+    if lock_fd is None:
+        return
+    pid = os.fork()
+    if pid == 0:  # child: new session, fork again, exit so the grandchild is re-parented
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                _become_flusher(cfg, spool, lock_fd)
+        finally:
+            os._exit(0)
+    os.close(lock_fd)
+    os.waitpid(pid, 0)
+
+
+def _become_flusher(cfg: Config, spool: Spool, lock_fd: int) -> None:
+    try:
+        # Claude Code waits for the hook's stdout/stderr to close: let go of them.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        from .flusher import run_detached
+
+        run_detached(cfg, spool, lock_fd)
+    except BaseException as exc:  # noqa: BLE001 - a detached process has nowhere else to report
+        log(spool.root, f"flusher crashed: {type(exc).__name__}: {exc}")
+    finally:
+        os._exit(0)
+
+
+def _uuid4() -> str:
+    # uuid4 by hand: `import uuid` costs more than the rest of the hook.
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None

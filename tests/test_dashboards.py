@@ -1,0 +1,330 @@
+"""Static checks of grafana/dashboards/*.json.
+
+Each dashboard must survive a round trip through grafana-foundation-sdk's typed models (Grafana's
+own schema, generated from its CUE definitions): a key the SDK does not know is dropped on decode,
+so anything lost or changed in the re-encoded JSON is a typo or an invented option. Plus the house
+rules: uid = file name, datasource references are {"type", "uid"} pointing at provisioned uids,
+links between the dashboards, a refresh and a default time range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+DATASOURCES_DIR = REPO / "grafana" / "provisioning" / "datasources"
+# The fixed uids of DESIGN.md; used when the provisioning files are not there to read.
+FIXED_UIDS = {"prometheus": "prometheus", "loki": "loki", "tempo": "tempo", "alertmanager": "alertmanager"}
+# Grafana's built-in pseudo datasources (annotations, mixed panels) are not provisioned.
+BUILTIN_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
+
+register_default_plugins()
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TOOLS = REPO / "tools"
+
+# Values for Grafana's variables when a query runs outside Grafana: "All" for the multi-value
+# variables (allValue ".*"), empty filters, and fixed intervals for the built-in ones.
+VARIABLE_VALUES = {
+    "source_app": ".*",
+    "model": ".*",
+    "tool": ".*",
+    "native_model": ".*",
+    "outcome": ".*",
+    "search": "",
+    "__rate_interval": "1m",
+    "__interval": "1m",
+    "__auto": "1m",
+    "__range": "1h",
+}
+VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+# The Loki contract (shared with the relay and the otel-collector config): the only index label,
+# and the structured metadata each service's records carry. Queries may use nothing else.
+STREAM_LABELS = {"service_name"}
+AGENTWATCH_FIELDS = {
+    "gen_ai_conversation_id",
+    "gen_ai_agent_id",
+    "gen_ai_agent_name",
+    "gen_ai_tool_name",
+    "gen_ai_tool_call_id",
+    "gen_ai_request_model",
+    "agentwatch_hook_event",
+    "agentwatch_source_app",
+    "agentwatch_outcome",
+    "agentwatch_event_id",
+    "agentwatch_error",
+    "agentwatch_detail",
+    "trace_id",
+    "span_id",
+    "severity_text",
+}
+# Claude Code's native events (claude_code.api_request, .api_error, .tool_result, ...): their
+# event name plus the attributes Claude Code documents for them.
+CLAUDE_CODE_FIELDS = {
+    "event_name",
+    "model",
+    "cost_usd",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "tool_name",
+    "success",
+    "error",
+    "status_code",
+    "attempt",
+    "decision",
+    "source",
+    "severity_text",
+}
+FIELDS_BY_SERVICE = {"agentwatch": AGENTWATCH_FIELDS, "claude-code": CLAUDE_CODE_FIELDS}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def provisioned_uids() -> dict[str, str]:
+    """uid -> datasource type, from grafana/provisioning/datasources/*.yaml (fixed set without them)."""
+    files = sorted(DATASOURCES_DIR.glob("*.y*ml")) if DATASOURCES_DIR.is_dir() else []
+    if not files:
+        return dict(FIXED_UIDS)
+    uids: dict[str, str] = {}
+    for f in files:
+        for ds in (yaml.safe_load(f.read_text()) or {}).get("datasources", []):
+            uids[ds["uid"]] = ds["type"]
+    return uids
+
+
+def diff(original: Any, encoded: Any, path: str = "$") -> Iterator[str]:
+    """Every place where `original` holds something `encoded` lost or changed.
+
+    Keys the SDK adds with default values are fine; keys it drops are unknown to the schema.
+    """
+    if isinstance(original, dict):
+        if not isinstance(encoded, dict):
+            yield f"{path}: became {type(encoded).__name__}"
+            return
+        for key, value in original.items():
+            if key not in encoded:
+                yield f"{path}.{key}: unknown key (dropped by the SDK)"
+            else:
+                yield from diff(value, encoded[key], f"{path}.{key}")
+    elif isinstance(original, list):
+        if not isinstance(encoded, list) or len(encoded) != len(original):
+            yield f"{path}: list changed"
+            return
+        for i, (a, b) in enumerate(zip(original, encoded, strict=True)):
+            yield from diff(a, b, f"{path}[{i}]")
+    elif original != encoded:
+        yield f"{path}: {original!r} became {encoded!r}"
+
+
+def datasource_refs(node: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                yield f"{path}.datasource", value
+            else:
+                yield from datasource_refs(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from datasource_refs(item, f"{path}[{i}]")
+
+
+def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows hold their panels
+
+
+def substitute(query: str, values: Mapping[str, str] = VARIABLE_VALUES) -> str:
+    """The query as Grafana would send it; an unknown variable is an error, not a guess."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in values:
+            raise KeyError(f"no test value for ${name} in {query!r}")
+        return values[name]
+
+    return VARIABLE.sub(one, query)
+
+
+def targets(datasource_type: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(dashboard file, panel title, target) for every target of that datasource type."""
+    for path in DASHBOARDS:
+        for panel in all_panels(load(path)):
+            for target in panel.get("targets", []):
+                ds = target.get("datasource") or panel.get("datasource") or {}
+                if ds.get("type") == datasource_type:
+                    yield path.name, panel["title"], target
+
+
+def logql_check(exprs: list[str]) -> list[dict[str, Any]]:
+    """Run tools/logql-check.mjs (npm's @grafana/lezer-logql) on the expressions."""
+    node = shutil.which("node")
+    if node is None or not (TOOLS / "node_modules" / "@grafana" / "lezer-logql").is_dir():
+        message = "node or tools/node_modules missing (run `make node-deps`)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run(
+        [node, str(TOOLS / "logql-check.mjs")],
+        input=json.dumps(exprs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode in (0, 1), out.stderr
+    results: list[dict[str, Any]] = json.loads(out.stdout)
+    return results
+
+
+ids = [p.name for p in DASHBOARDS]
+
+
+def test_the_five_dashboards_exist() -> None:
+    assert {p.stem for p in DASHBOARDS} >= {
+        "agentwatch-overview",
+        "agentwatch-tools",
+        "agentwatch-sessions",
+        "claude-code-telemetry",
+        "agentwatch-health",
+    }
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_round_trips_through_grafana_foundation_sdk(path: Path) -> None:
+    original = load(path)
+    encoded = json.loads(json.dumps(Dashboard.from_json(original), cls=JSONEncoder))
+    problems = list(diff(original, encoded))
+    assert not problems, f"{path.name} does not round-trip:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_uid_is_the_kebab_case_file_name(path: Path) -> None:
+    uid = load(path)["uid"]
+    assert uid == path.stem
+    assert uid == uid.lower() and " " not in uid and "_" not in uid and len(uid) <= 40
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_datasource_refs_are_provisioned_uids(path: Path) -> None:
+    uids = provisioned_uids()
+    refs = list(datasource_refs(load(path)))
+    assert refs
+    for where, ref in refs:
+        assert isinstance(ref, dict) and set(ref) == {"type", "uid"}, f"{where}: {ref!r}"
+        if ref["uid"] in BUILTIN_UIDS:
+            continue
+        assert ref["uid"] in uids, f"{where}: uid {ref['uid']!r} is not provisioned ({sorted(uids)})"
+        assert ref["type"] == uids[ref["uid"]], f"{where}: type {ref['type']!r} != {uids[ref['uid']]!r}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_every_panel_has_a_query_and_a_unique_id(path: Path) -> None:
+    uids = provisioned_uids()
+    dashboard = load(path)
+    seen: set[int] = set()
+    for panel in all_panels(dashboard):
+        assert panel["id"] not in seen, f"duplicate panel id {panel['id']}"
+        seen.add(panel["id"])
+        if panel["type"] == "row":
+            continue
+        assert panel.get("title") and panel.get("description"), panel
+        if panel["type"] == "alertgroups":  # reads Alertmanager directly, by datasource uid
+            assert panel["options"]["alertmanager"] in uids
+            continue
+        assert panel.get("targets"), f"panel {panel['title']!r} has no query"
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), f"panel {panel['title']!r}: duplicate refId"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_links_refresh_and_time_range(path: Path) -> None:
+    dashboard = load(path)
+    assert "agentwatch" in dashboard["tags"]
+    # A "dashboards" link by tag lists every other Agentwatch dashboard.
+    assert any(
+        link["type"] == "dashboards" and "agentwatch" in link["tags"] for link in dashboard["links"]
+    )
+    assert dashboard["refresh"] in {"10s", "30s", "1m"}
+    assert dashboard["time"]["from"].startswith("now-") and dashboard["time"]["to"] == "now"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
+def test_every_variable_is_used(path: Path) -> None:
+    dashboard = load(path)
+    queries = json.dumps([p.get("targets", []) for p in all_panels(dashboard)])
+    for variable in dashboard["templating"]["list"]:
+        name = variable["name"]
+        assert f"${name}" in queries or f"${{{name}" in queries, f"${name} is never used"
+
+
+def test_sessions_rows_link_to_their_trace() -> None:
+    dashboard = load(REPO / "grafana" / "dashboards" / "agentwatch-sessions.json")
+    links = [
+        link
+        for panel in all_panels(dashboard)
+        for override in panel.get("fieldConfig", {}).get("overrides", [])
+        for prop in override["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+    assert any(link.get("internal", {}).get("datasourceUid") == "tempo" for link in links)
+    names = {v["name"]: v["type"] for v in dashboard["templating"]["list"]}
+    assert names == {"source_app": "query", "outcome": "custom", "search": "textbox"}
+
+
+LOKI_TARGETS = list(targets("loki"))
+
+
+def test_there_are_logql_targets() -> None:
+    files = {f for f, _, _ in LOKI_TARGETS}
+    assert {"agentwatch-sessions.json", "agentwatch-overview.json", "claude-code-telemetry.json"} <= files
+
+
+def test_logql_parses_and_uses_only_contract_labels() -> None:
+    exprs = [substitute(t["expr"]) for _, _, t in LOKI_TARGETS]
+    results = logql_check(exprs)
+    assert len(results) == len(exprs)
+    problems = []
+    for (file, title, _), result in zip(LOKI_TARGETS, results, strict=True):
+        where = f"{file} / {title}: {result['expr']}"
+        if not result["ok"]:
+            problems.append(f"{where}: syntax error at {result['errors']}")
+            continue
+        if set(result["stream_labels"]) - STREAM_LABELS:
+            problems.append(f"{where}: stream labels {result['stream_labels']} not indexed by Loki")
+        services = set(re.findall(r'service_name="([^"]+)"', result["expr"]))
+        assert len(services) == 1, f"{where}: select exactly one service_name"
+        allowed = FIELDS_BY_SERVICE[services.pop()]
+        unknown = set(result["fields"]) - allowed - STREAM_LABELS
+        if unknown:
+            problems.append(f"{where}: fields {sorted(unknown)} are not produced for this service")
+    assert not problems, "\n".join(problems)
+
+
+def test_logql_checker_reports_errors_and_fields() -> None:
+    """The checker itself: a broken expression fails, fields are reported."""
+    bad, good = logql_check(['{service_name="agentwatch" | x', 'sum_over_time({a="b"} | c="d" | unwrap e [1m])'])
+    assert not bad["ok"] and bad["errors"]
+    assert good["ok"] and good["stream_labels"] == ["a"] and {"c", "e"} <= set(good["fields"])
