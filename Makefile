@@ -13,7 +13,7 @@ PROJECT ?= .
 .PHONY: help setup deps system-deps node-deps dev test lint fmt bench backup install-hooks
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	@echo ">> creating the virtualenv in $(VENV) with the pinned Python deps"
@@ -49,13 +49,13 @@ test: setup ## all tests (installs what it needs)
 
 lint: deps ## ruff and mypy --strict
 	@echo ">> ruff check, ruff format --check, mypy"
-	@$(VENV)/bin/ruff check collector hooks tests bench
-	@$(VENV)/bin/ruff format --check collector hooks tests bench
+	@$(VENV)/bin/ruff check collector hooks tests bench demo
+	@$(VENV)/bin/ruff format --check collector hooks tests bench demo
 	@$(VENV)/bin/mypy
 
 fmt: deps
-	@$(VENV)/bin/ruff format collector hooks tests bench
-	@$(VENV)/bin/ruff check --fix collector hooks tests bench
+	@$(VENV)/bin/ruff format collector hooks tests bench demo
+	@$(VENV)/bin/ruff check --fix collector hooks tests bench demo
 
 bench: setup ## benchmarks; QUICK=1 for a short run
 	@echo ">> benchmarks$(if $(QUICK), (quick),)"

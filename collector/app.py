@@ -23,6 +23,7 @@ from collector import __version__
 from collector.auth import HmacVerifier, Unauthorized
 from collector.body import BadRequest
 from collector.context import AppContext
+from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
 from collector.responses import error_response
@@ -50,6 +51,7 @@ def create_app(
         metrics, settings.loop_threshold, settings.waiting_seconds, settings.session_idle_seconds
     )
     store.add_listener(tracker.observe)
+    register_host_metrics(metrics, settings.db.resolve().parent)
     context = AppContext(
         settings=settings,
         store=store,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 import uuid
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collector.logs import request_id
@@ -20,13 +19,12 @@ class ObserveRequests:
         self.app = app
         self.metrics = metrics
 
-    def _route(self, scope: Scope) -> str:
-        # The route template, never the raw path: paths carry ids and would grow the series.
-        for route in scope["app"].router.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return str(getattr(route, "path", "other"))
-        return "other"
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        # The matched route's template, never the raw path: paths carry ids and would grow the
+        # series. The router leaves the matched route in the scope; unmatched paths are "other".
+        route = scope.get("route")
+        return str(getattr(route, "path", "other"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from collector.events import Event
+from collector.events import TOOL_END_EVENTS, Event
 from collector.pricing import cost_usd
 
 log = logging.getLogger("collector.store")
@@ -98,14 +98,12 @@ _TOOL_START = """
 INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, start_ts) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (tool_use_id) DO UPDATE SET start_ts = excluded.start_ts,
     duration_ms = CASE WHEN end_ts IS NOT NULL THEN max(end_ts - excluded.start_ts, 0) END
-RETURNING duration_ms
 """
 _TOOL_END = """
 INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, end_ts, outcome)
 VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (tool_use_id) DO UPDATE SET end_ts = excluded.end_ts, outcome = excluded.outcome,
     duration_ms = CASE WHEN start_ts IS NOT NULL THEN max(excluded.end_ts - start_ts, 0) END
-RETURNING duration_ms
 """
 _SESSION_UPSERT = """
 INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events,
@@ -183,6 +181,7 @@ class Store:
         self._local = threading.local()
         self.failure: str | None = None  # why writes fail right now, None when healthy
         self.corrupt: str | None = None  # set by the integrity check; writes are then refused
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -237,9 +236,17 @@ class Store:
         """Stop taking writes, commit everything queued, then stop the writer."""
         if self._writer is None:
             return
+        self._closing = True
         self._queue.put(None)
         self._writer.join()
         self._writer = None
+        closed = StoreError("the store is closed")
+        while not self._queue.empty():  # anything queued after the sentinel
+            item = self._queue.get_nowait()
+            if isinstance(item, _Task):
+                item.future.set_exception(closed)
+            elif isinstance(item, _Write):
+                item.done(closed)
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._conn.close()
 
@@ -267,7 +274,7 @@ class Store:
     def _reserve(self, n: int) -> None:
         if self.corrupt:
             raise StoreError(self.corrupt)
-        if self._writer is None:
+        if self._writer is None or self._closing:
             raise StoreError("the store is closed")
         with self._pending_lock:
             if self._pending + n > self.capacity and self._pending > 0:
@@ -315,7 +322,10 @@ class Store:
     def run_task(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
         """Run fn(conn) on the writer thread, inside a transaction (for maintenance and cursors)."""
         task = _Task(fn)
-        self._queue.put(task)
+        if self._writer is None or self._closing:
+            task.future.set_exception(StoreError("the store is closed"))
+        else:
+            self._queue.put(task)
         return task.future
 
     def _run(self) -> None:
@@ -411,60 +421,79 @@ class Store:
     def _insert(self, writes: list[_Write]) -> tuple[list[list[bool]], list[Event]]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
-        cur = conn.cursor()
-        results: list[list[bool]] = []
-        new: list[Event] = []
-        for w in writes:
-            res = []
-            for e in w.events:
-                cur.execute(
-                    _INSERT_EVENT,
-                    (
-                        e.event_id,
-                        e.ts,
-                        e.received_at,
-                        e.source_app,
-                        e.machine_id,
-                        e.session_id,
-                        e.agent_id,
-                        e.parent_agent_id,
-                        e.agent_type,
-                        e.hook_event,
-                        e.tool_name,
-                        e.tool_use_id,
-                        e.outcome,
-                        orjson.dumps(e.usage).decode() if e.usage else None,
-                        e.payload,
-                    ),
-                )
-                inserted = cur.rowcount == 1
-                res.append(inserted)
-                if inserted:
-                    new.append(e)
-            results.append(res)
-        self._pair_tools(cur, new)
-        self._upsert_sessions(cur, new)
+        events = [e for w in writes for e in w.events]
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        last_seq = row[0] if row else 0
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENT, map(_row, events))
+        if conn.total_changes - before == len(events):
+            flags = [True] * len(events)  # the common case: no duplicates
+        else:
+            flags = self._new_flags(conn, events, last_seq)
+        new = [e for e, f in zip(events, flags, strict=True) if f]
+        self._pair_tools(conn, new)
+        self._upsert_sessions(conn.cursor(), new)
         conn.execute("COMMIT")
+        results: list[list[bool]] = []
+        i = 0
+        for w in writes:
+            results.append(flags[i : i + len(w.events)])
+            i += len(w.events)
         return results, new
 
     @staticmethod
-    def _pair_tools(cur: sqlite3.Cursor, new: list[Event]) -> None:
-        """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come."""
+    def _new_flags(conn: sqlite3.Connection, events: list[Event], last_seq: int) -> list[bool]:
+        """Which events this transaction inserted: rows with a seq above the one before it,
+        each claimed by the first event carrying its id (a repeat within the batch is a duplicate)."""
+        ids = list({e.event_id for e in events})
+        inserted: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            inserted.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT event_id FROM events WHERE seq > ? AND event_id IN ({marks})",
+                    (last_seq, *chunk),
+                )
+            )
+        flags = []
+        for e in events:
+            flags.append(e.event_id in inserted)
+            inserted.discard(e.event_id)
+        return flags
+
+    @staticmethod
+    def _pair_tools(conn: sqlite3.Connection, new: list[Event]) -> None:
+        """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come;
+        the event that completes a pair carries its duration (for the metrics)."""
+        starts, ends = [], []
         for e in new:
             if not e.tool_use_id:
                 continue
             if e.hook_event == "PreToolUse":
-                row = cur.execute(
-                    _TOOL_START, (e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts)
-                ).fetchone()
-            elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
-                row = cur.execute(
-                    _TOOL_END,
-                    (e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts, e.outcome),
-                ).fetchone()
-            else:
-                continue
-            e.duration_ms = row[0] if row else None
+                starts.append((e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts))
+            elif e.hook_event in TOOL_END_EVENTS:
+                ends.append((e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts, e.outcome))
+        if not starts and not ends:
+            return
+        conn.executemany(_TOOL_START, starts)
+        conn.executemany(_TOOL_END, ends)
+        ids = list({t[0] for t in starts} | {t[0] for t in ends})
+        durations: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            durations.update(
+                conn.execute(
+                    "SELECT tool_use_id, duration_ms FROM tool_calls "
+                    f"WHERE duration_ms IS NOT NULL AND tool_use_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+            )
+        for e in reversed(new):  # the last end of a pair to arrive completes it
+            if e.tool_use_id is not None and e.tool_use_id in durations:
+                e.duration_ms = durations.pop(e.tool_use_id)
 
     @staticmethod
     def _upsert_sessions(cur: sqlite3.Cursor, new: list[Event]) -> None:
@@ -579,6 +608,27 @@ class Store:
                 (key, value),
             )
         )
+
+
+def _row(e: Event) -> tuple[Any, ...]:
+    usage = orjson.dumps(e.usage).decode() if e.usage else None
+    return (
+        e.event_id,
+        e.ts,
+        e.received_at,
+        e.source_app,
+        e.machine_id,
+        e.session_id,
+        e.agent_id,
+        e.parent_agent_id,
+        e.agent_type,
+        e.hook_event,
+        e.tool_name,
+        e.tool_use_id,
+        e.outcome,
+        usage,
+        e.payload,
+    )
 
 
 def _statements(script: str) -> list[str]:

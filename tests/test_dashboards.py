@@ -28,7 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES_DIR = REPO / "grafana" / "provisioning" / "datasources"
 # The fixed uids of DESIGN.md; used when the provisioning files are not there to read.
-FIXED_UIDS = {"prometheus": "prometheus", "loki": "loki", "tempo": "tempo", "alertmanager": "alertmanager"}
+FIXED_UIDS = {
+    "prometheus": "prometheus",
+    "loki": "loki",
+    "tempo": "tempo",
+    "alertmanager": "alertmanager",
+}
 # Grafana's built-in pseudo datasources (annotations, mixed panels) are not provisioned.
 BUILTIN_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --"}
 
@@ -235,8 +240,12 @@ def test_datasource_refs_are_provisioned_uids(path: Path) -> None:
         assert isinstance(ref, dict) and set(ref) == {"type", "uid"}, f"{where}: {ref!r}"
         if ref["uid"] in BUILTIN_UIDS:
             continue
-        assert ref["uid"] in uids, f"{where}: uid {ref['uid']!r} is not provisioned ({sorted(uids)})"
-        assert ref["type"] == uids[ref["uid"]], f"{where}: type {ref['type']!r} != {uids[ref['uid']]!r}"
+        assert ref["uid"] in uids, (
+            f"{where}: uid {ref['uid']!r} is not provisioned ({sorted(uids)})"
+        )
+        assert ref["type"] == uids[ref["uid"]], (
+            f"{where}: type {ref['type']!r} != {uids[ref['uid']]!r}"
+        )
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=ids)
@@ -299,7 +308,11 @@ LOKI_TARGETS = list(targets("loki"))
 
 def test_there_are_logql_targets() -> None:
     files = {f for f, _, _ in LOKI_TARGETS}
-    assert {"agentwatch-sessions.json", "agentwatch-overview.json", "claude-code-telemetry.json"} <= files
+    assert {
+        "agentwatch-sessions.json",
+        "agentwatch-overview.json",
+        "claude-code-telemetry.json",
+    } <= files
 
 
 def test_logql_parses_and_uses_only_contract_labels() -> None:
@@ -325,6 +338,8 @@ def test_logql_parses_and_uses_only_contract_labels() -> None:
 
 def test_logql_checker_reports_errors_and_fields() -> None:
     """The checker itself: a broken expression fails, fields are reported."""
-    bad, good = logql_check(['{service_name="agentwatch" | x', 'sum_over_time({a="b"} | c="d" | unwrap e [1m])'])
+    bad, good = logql_check(
+        ['{service_name="agentwatch" | x', 'sum_over_time({a="b"} | c="d" | unwrap e [1m])']
+    )
     assert not bad["ok"] and bad["errors"]
     assert good["ok"] and good["stream_labels"] == ["a"] and {"c", "e"} <= set(good["fields"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
+
 if TYPE_CHECKING:
     from typing import Mapping, Optional
 

@@ -9,6 +9,7 @@ interpreter falls back to the `json` module.
 from __future__ import annotations
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
+
 if TYPE_CHECKING:
     from typing import Any
 
@@ -16,7 +17,9 @@ try:
     import _json
 
     class _Context:
-        strict = False  # raw control characters inside strings are accepted, as json.loads(strict=False)
+        strict = (
+            False  # raw control characters inside strings are accepted, as json.loads(strict=False)
+        )
         object_hook = None
         object_pairs_hook = None
         parse_float = float
@@ -38,7 +41,7 @@ try:
         start = len(text) - len(text.lstrip())
         try:
             obj, end = _scan(text, start)
-        except Exception:  # noqa: BLE001 - bad input: let `json` produce the proper error
+        except Exception:  # bad input: let `json` produce the proper error
             import json
 
             return json.loads(text, strict=False)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+
+from . import fastjson
+from .config import Config
+from .log import log
+from .spool import Spool, try_lock
+
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import List, Optional, Tuple
 
     Item = Tuple[str, bytes]  # (spool file name, envelope bytes)
 
-from . import fastjson
-from .config import Config
-from .log import log
-from .spool import Spool, try_lock
 
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 5.0
@@ -30,7 +32,6 @@ BATCH_BYTES = 512 * 1024
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
 RETRYABLE_4XX = (401, 403, 408, 425, 429)
-
 
 
 class Retry(Exception):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
 
 from . import fastjson, redact
 from .config import Config, load
 from .log import log
 from .spool import Spool, try_lock
+
+TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
 
 MAX_STDIN_BYTES = 32 * 1024 * 1024
 
@@ -120,7 +122,7 @@ def _become_flusher(cfg: Config, spool: Spool, lock_fd: int) -> None:
         from .flusher import run_detached
 
         run_detached(cfg, spool, lock_fd)
-    except BaseException as exc:  # noqa: BLE001 - a detached process has nowhere else to report
+    except BaseException as exc:  # a detached process has nowhere else to report
         log(spool.root, f"flusher crashed: {type(exc).__name__}: {exc}")
     finally:
         os._exit(0)

@@ -8,6 +8,7 @@ none of the markers below cannot match any pattern.
 from __future__ import annotations
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
+
 if TYPE_CHECKING:
     from typing import Any, List, Optional, Pattern, Tuple
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+
+from . import fastjson
+
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import List, Optional
-
-from . import fastjson
 
 
 class Spool:
@@ -58,11 +59,7 @@ class Spool:
             return []
 
     def remove(self, name: str) -> bool:
-        try:
-            os.unlink(os.path.join(self.events, name))
-            return True
-        except FileNotFoundError:
-            return False
+        return _unlink(os.path.join(self.events, name))
 
     def enforce_bound(self, max_events: int) -> int:
         """Drop the oldest events beyond max_events; returns how many this call dropped."""
@@ -81,10 +78,7 @@ class Spool:
             return 0
         with self._locked("spool.lock"):
             count = self._read_int("dropped")
-            try:
-                os.unlink(os.path.join(self.state, "dropped"))
-            except FileNotFoundError:
-                pass
+            _unlink(os.path.join(self.state, "dropped"))
         return count
 
     # -- machine id -----------------------------------------------------------------------
@@ -127,10 +121,7 @@ class Spool:
     def set_backoff(self, state: Optional[dict]) -> None:
         path = os.path.join(self.state, "backoff.json")
         if state is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            _unlink(path)
             return
         tmp = os.path.join(self.tmp, f"backoff.{os.getpid()}")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -184,3 +175,12 @@ def try_lock(path: str) -> Optional[int]:
         os.close(fd)
         return None
     return fd
+
+
+def _unlink(path: str) -> bool:
+    """Remove path; False if it was already gone (another process got there first)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+
+from . import fastjson
+
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Dict, Optional
 
     Usage = Dict[str, Dict[str, int]]
 
-from . import fastjson
 
 MAX_SEEN = 5_000  # remembered message keys per file (messages stream within one turn)
 MAX_READ = 64 * 1024 * 1024  # bytes consumed per run; the rest waits for the next Stop
@@ -38,7 +40,7 @@ def _state_path(state_dir: str, transcript: str) -> str:
 def read_usage(transcript: str, state_dir: str) -> Optional[Usage]:
     """Usage by model of the assistant messages added since the last call, or None."""
     try:
-        f = open(transcript, "rb")
+        f = open(transcript, "rb")  # noqa: SIM115 - only this OSError means "no transcript"
     except OSError:
         return None
     with f:

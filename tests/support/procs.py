@@ -85,12 +85,14 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-def _spawn(args: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = log.open("ab")
-    return subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ), cwd=REPO
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=dict(env or os.environ), cwd=REPO
+        )
 
 
 def start_collector(
@@ -139,7 +141,12 @@ def start_prometheus(tmp: Path, config_yaml: str, extra_args: list[str] | None =
         "--web.enable-lifecycle",
         *(extra_args or []),
     ]
-    p = Proc(_spawn(args, tmp / "prometheus.log"), f"http://127.0.0.1:{port}", port, tmp / "prometheus.log")
+    p = Proc(
+        _spawn(args, tmp / "prometheus.log"),
+        f"http://127.0.0.1:{port}",
+        port,
+        tmp / "prometheus.log",
+    )
     try:
         wait_until(lambda: _http_ok(p.url + "/-/ready"), 30, "prometheus /-/ready")
     except TimeoutError:
@@ -161,7 +168,12 @@ def start_alertmanager(tmp: Path, config_yaml: str) -> Proc:
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
     ]
-    p = Proc(_spawn(args, tmp / "alertmanager.log"), f"http://127.0.0.1:{port}", port, tmp / "alertmanager.log")
+    p = Proc(
+        _spawn(args, tmp / "alertmanager.log"),
+        f"http://127.0.0.1:{port}",
+        port,
+        tmp / "alertmanager.log",
+    )
     try:
         wait_until(lambda: _http_ok(p.url + "/-/ready"), 30, "alertmanager /-/ready")
     except TimeoutError:

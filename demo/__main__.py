@@ -1,0 +1,5 @@
+import sys
+
+from demo.replay import main
+
+sys.exit(main())

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Add (or remove) the Agentwatch hook for every Claude Code hook event in a settings.json.
+
+    python3 hooks/install.py --project PATH      # PATH/.claude/settings.json
+    python3 hooks/install.py --user              # ~/.claude/settings.json
+    python3 hooks/install.py --project PATH --http      # type "http" hooks to $AGENTWATCH_URL/v1/hooks
+    python3 hooks/install.py --project PATH --uninstall # remove only ours
+
+Idempotent; every other setting and hook is kept; the previous file is saved as
+settings.json.bak; a settings.json that is not valid JSON is left untouched (exit 2).
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+HOOK_SCRIPT = Path(__file__).resolve().with_name("agentwatch_hook.py")
+MARKER = "agentwatch_hook.py"  # how we recognise our command hooks
+HTTP_PATH = "/v1/hooks"  # ... and our http hooks
+EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "Notification",
+    "SubagentStart",
+    "SubagentStop",
+    "Stop",
+    "StopFailure",
+    "PreCompact",
+    "PostCompact",
+    "SessionEnd",
+)
+# Events whose matcher is the tool name: "*" makes the match-all explicit.
+TOOL_EVENTS = {"PreToolUse", "PermissionRequest", "PostToolUse", "PostToolUseFailure"}
+# async: Claude Code does not wait for the hook at all. SessionEnd stays synchronous because
+# Claude Code is exiting and may not let a background hook finish; the hook takes ~10 ms.
+SYNC_EVENTS = {"SessionEnd"}
+COMMAND_TIMEOUT_S = 10
+HTTP_TIMEOUT_S = 5
+
+
+class SettingsError(Exception):
+    pass
+
+
+def command_hook(event: str, python: str) -> dict[str, Any]:
+    hook: dict[str, Any] = {
+        "type": "command",
+        "command": f"{shlex.quote(python)} -S {shlex.quote(str(HOOK_SCRIPT))}",
+        "timeout": COMMAND_TIMEOUT_S,
+    }
+    if event not in SYNC_EVENTS:
+        hook["async"] = True
+    return hook
+
+
+def http_hook(url: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "url": url.rstrip("/") + HTTP_PATH,
+        "timeout": HTTP_TIMEOUT_S,
+        # Claude Code fills $VARS in headers only from allowedEnvVars; empty when unset.
+        "headers": {"Authorization": "Bearer $AGENTWATCH_TOKEN"},
+        "allowedEnvVars": ["AGENTWATCH_TOKEN"],
+    }
+
+
+def is_ours(hook: Any) -> bool:
+    if not isinstance(hook, dict):
+        return False
+    if hook.get("type") == "command":
+        return MARKER in str(hook.get("command", ""))
+    if hook.get("type") == "http":
+        return str(hook.get("url", "")).rstrip("/").endswith(HTTP_PATH)
+    return False
+
+
+def remove_ours(settings: dict[str, Any]) -> None:
+    hooks = settings.get("hooks")
+    if not isinstance(hooks, dict):
+        return
+    for event in list(hooks):
+        groups = hooks[event]
+        if not isinstance(groups, list):
+            continue
+        kept = []
+        for group in groups:
+            if isinstance(group, dict) and isinstance(group.get("hooks"), list):
+                inner = [h for h in group["hooks"] if not is_ours(h)]
+                if not inner and group["hooks"]:
+                    continue  # the group held only our hook
+                group = {**group, "hooks": inner}
+            kept.append(group)
+        if kept:
+            hooks[event] = kept
+        else:
+            del hooks[event]
+    if not hooks:
+        del settings["hooks"]
+
+
+def add_ours(settings: dict[str, Any], http_url: str | None, python: str) -> None:
+    remove_ours(settings)  # re-installing replaces ours (e.g. switching command <-> http)
+    hooks = settings.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise SettingsError('"hooks" is not a JSON object')
+    for event in EVENTS:
+        hook = http_hook(http_url) if http_url else command_hook(event, python)
+        group: dict[str, Any] = {"hooks": [hook]}
+        if event in TOOL_EVENTS:
+            group = {"matcher": "*", **group}
+        groups = hooks.setdefault(event, [])
+        if not isinstance(groups, list):
+            raise SettingsError(f'"hooks.{event}" is not a JSON array')
+        groups.append(group)
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path} is not valid JSON ({exc}); fix it and run again") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} does not hold a JSON object")
+    return data
+
+
+def write(path: Path, settings: dict[str, Any]) -> bool:
+    """Write settings (backup first, then atomic replace); False when nothing changed."""
+    new = json.dumps(settings, indent=2) + "\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else None
+    if old is not None and json.loads(old or "{}") == settings:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if old is not None:
+        path.with_name(path.name + ".bak").write_text(old, encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def precompile() -> None:
+    """Byte-compile the hook package now, so no event pays for it (see agentwatch_hook.py)."""
+    import compileall
+
+    compileall.compile_dir(str(HOOK_SCRIPT.parent / "awhook"), quiet=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--project", type=Path, help="project directory (.claude/settings.json)")
+    where.add_argument("--user", action="store_true", help="~/.claude/settings.json")
+    parser.add_argument("--uninstall", action="store_true", help="remove only Agentwatch's hooks")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help='type "http" hooks to $AGENTWATCH_URL/v1/hooks (no script; events are lost '
+        "while the collector is down)",
+    )
+    parser.add_argument(
+        "--python", default="python3", help="interpreter in the hook command (default python3)"
+    )
+    args = parser.parse_args(argv)
+    base = Path.home() if args.user else args.project.expanduser().resolve()
+    path = base / ".claude" / "settings.json"
+    try:
+        settings = load(path)
+        if args.uninstall:
+            remove_ours(settings)
+        else:
+            url = os.environ.get("AGENTWATCH_URL", "http://127.0.0.1:4000") if args.http else None
+            add_ours(settings, url, args.python)
+    except (SettingsError, OSError) as exc:
+        print(f"install.py: {exc}", file=sys.stderr)
+        return 2
+    changed = write(path, settings)
+    if not args.uninstall and not args.http:
+        precompile()
+    action = "removed from" if args.uninstall else "installed in"
+    print(f"agentwatch hooks {action} {path}" + ("" if changed else " (already up to date)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
