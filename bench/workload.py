@@ -38,7 +38,7 @@ def session_events(
 
     env("SessionStart", {"source": "startup", "model": "claude-sonnet-4-5"})
     while len(out) < n - 2:
-        if rnd.random() < 0.08:
+        if rnd.random() < 0.08 or len(out) == n - 3:  # a pair would not fit: a prompt does
             env("UserPromptSubmit", {"prompt": "Refactor the request handlers and run the tests"})
             continue
         tool = rnd.choice(TOOLS)
@@ -76,7 +76,7 @@ def session_events(
     }
     env("Stop", {"stop_hook_active": False}, usage=usage)
     env("SessionEnd", {"reason": "prompt_input_exit"})
-    return out[:n]
+    return out
 
 
 def events(total: int, per_session: int = 200, start_ms: int | None = None) -> list[dict[str, Any]]:

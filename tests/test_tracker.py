@@ -1,0 +1,119 @@
+"""What the collector derives from events: loops, waiting for input, durations, capped labels."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from collector.metrics import LabelCap
+from tests.conftest import Harness, envelope
+
+
+def send(h: Harness, *envs: dict[str, Any]) -> None:
+    r = h.post("/v1/events", list(envs))
+    assert r.status_code == 200 and r.json()["accepted"] == len(envs), r.text
+
+
+def call(session: str, command: str, **kw: Any) -> dict[str, Any]:
+    return envelope(session_id=session, payload={"tool_input": {"command": command}}, **kw)
+
+
+def test_loop_counted_once_when_a_call_repeats_more_than_n_times(make_harness: Any) -> None:
+    h = make_harness(loop_threshold=5)
+    send(h, *[call("s-loop", "make test") for _ in range(5)])
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 0
+    send(h, call("s-loop", "make test"))  # the 6th in a row
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 1
+    send(h, *[call("s-loop", "make test") for _ in range(4)])  # same run: not counted again
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 1
+    send(h, call("s-loop", "ls"), *[call("s-loop", "make test") for _ in range(6)])
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 2
+
+
+def test_interleaved_sessions_do_not_make_a_loop(make_harness: Any) -> None:
+    h = make_harness(loop_threshold=2)
+    send(h, *[call(f"s-{i % 2}", f"cmd {i // 2 % 2}") for i in range(12)])
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 0
+
+
+def test_waiting_for_input_until_the_next_event(make_harness: Any) -> None:
+    h = make_harness(waiting_seconds=0)
+    prompt = envelope(
+        session_id="s-wait",
+        hook_event="Notification",
+        payload={"hook_event_name": "Notification", "notification_type": "permission_prompt"},
+    )
+    send(h, prompt)
+    time.sleep(0.01)
+    assert h.metric("agentwatch_sessions_waiting_for_input") == 1
+    send(h, envelope(session_id="s-wait", hook_event="PostToolUse"))
+    assert h.metric("agentwatch_sessions_waiting_for_input") == 0
+
+
+def test_permission_request_not_yet_over_the_threshold(make_harness: Any) -> None:
+    h = make_harness(waiting_seconds=3600)
+    send(h, envelope(session_id="s-p", hook_event="PermissionRequest"))
+    assert h.metric("agentwatch_sessions_waiting_for_input") == 0
+
+
+def test_tool_outcomes_and_duration(harness: Harness) -> None:
+    now = int(time.time() * 1000)
+    pre = envelope(session_id="s-t", hook_event="PreToolUse", tool_use_id="toolu_1", ts=now)
+    ok = envelope(session_id="s-t", hook_event="PostToolUse", tool_use_id="toolu_1", ts=now + 2000)
+    fail = envelope(
+        session_id="s-t",
+        hook_event="PostToolUseFailure",
+        payload={"is_interrupt": False, "error": "exit 1 error error"},
+    )
+    interrupted = envelope(
+        session_id="s-t", hook_event="PostToolUseFailure", payload={"is_interrupt": True}
+    )
+    # Output that *mentions* errors is still a success: failure comes from the event type.
+    noisy = envelope(
+        session_id="s-t",
+        hook_event="PostToolUse",
+        payload={"tool_response": {"stdout": "ERROR: 0 errors found"}},
+    )
+    send(h := harness, pre, ok, fail, interrupted, noisy)
+    assert h.metric("agentwatch_tool_calls_total", tool="Bash", outcome="success") == 2
+    assert h.metric("agentwatch_tool_calls_total", tool="Bash", outcome="error") == 1
+    assert h.metric("agentwatch_tool_calls_total", tool="Bash", outcome="blocked") == 1
+    assert h.metric("agentwatch_tool_duration_seconds_count", tool="Bash") == 1
+    assert h.metric("agentwatch_tool_duration_seconds_sum", tool="Bash") == 2.0
+
+
+def test_tokens_cost_and_session_duration(harness: Harness) -> None:
+    now = int(time.time() * 1000)
+    usage = {"claude-opus-4-1": {"input": 1000, "output": 2000, "cache_read": 10_000}}
+    send(
+        harness,
+        envelope(session_id="s-c", hook_event="SessionStart", ts=now - 90_000),
+        envelope(session_id="s-c", hook_event="Stop", usage=usage, ts=now - 1000),
+        envelope(session_id="s-c", hook_event="SessionEnd", ts=now),
+    )
+    m = harness.metric
+    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="input") == 1000
+    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="cache_read") == 10_000
+    # opus 4.1: $15 in, $75 out per MTok; cache reads at 0.1x input.
+    expected = 1000 * 15e-6 + 2000 * 75e-6 + 10_000 * 1.5e-6
+    assert abs(m("agentwatch_cost_usd_total", model="claude-opus-4-1") - expected) < 1e-9
+    assert m("agentwatch_session_duration_seconds_count", source_app="shop") == 1
+    assert m("agentwatch_session_duration_seconds_sum", source_app="shop") == 90.0
+    assert m("agentwatch_sessions_active", source_app="shop") == 0
+
+
+def test_active_sessions(harness: Harness) -> None:
+    send(harness, envelope(session_id="a1"), envelope(session_id="a2"))
+    assert harness.metric("agentwatch_sessions_active", source_app="shop") == 2
+
+
+def test_label_values_are_capped(make_harness: Any) -> None:
+    h = make_harness(label_cap=3)
+    send(h, *[envelope(hook_event="PostToolUse", tool_name=f"tool{i}") for i in range(6)])
+    assert h.metric("agentwatch_tool_calls_total", tool="tool2", outcome="success") == 1
+    assert h.metric("agentwatch_tool_calls_total", tool="other", outcome="success") == 3
+
+
+def test_label_cap_keeps_first_values() -> None:
+    cap = LabelCap(2)
+    assert [cap(v) for v in ["a", "b", "c", "a", None]] == ["a", "b", "other", "a", "other"]
