@@ -307,3 +307,13 @@ def test_health_routes(harness: Harness) -> None:
         'agentwatch_http_request_duration_seconds_count{method="GET",route="/readyz",status="200"}'
         in text
     )
+
+
+def test_alert_webhook_takes_the_token_but_no_signature(make_harness: Any) -> None:
+    h = make_harness(token="am-token-123", hmac_secret="hmac-key")
+    note = {"alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "fingerprint": "f1"}]}
+    assert h.post("/v1/alerts", note).status_code == 401
+    assert h.post("/v1/alerts", note, authorization="Bearer am-token-123").status_code == 200
+    # Hook ingest still needs the signature.
+    r = h.post("/v1/events", envelope(), authorization="Bearer am-token-123")
+    assert r.status_code == 401 and "Signature" in r.json()["error"]

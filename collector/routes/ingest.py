@@ -34,13 +34,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def authorized_body(
-    request: Request, c: AppContext, types: tuple[str, ...]
+    request: Request, c: AppContext, types: tuple[str, ...], signed: bool = True
 ) -> tuple[bytes, str]:
-    """Token, content type, body (size and time limited), then the HMAC over the exact bytes."""
+    """Token, content type, body (size and time limited), then the HMAC over the exact bytes
+    (signed=False for senders that cannot sign, such as Alertmanager: the token still applies)."""
     check_token(request, c.settings.token)
     kind = media_type(request, types)
     body = await read_body(request, c.settings.max_body_bytes, c.settings.body_timeout_seconds)
-    if c.hmac is not None:
+    if signed and c.hmac is not None:
         c.hmac.verify(
             request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body
         )
