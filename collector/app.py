@@ -28,6 +28,8 @@ from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
 from collector.responses import error_response
 from collector.routes import alerts, health, ingest
+from collector.routes import query as query_routes
+from collector.routes import stream as stream_routes
 from collector.settings import Settings
 from collector.store import Store, StoreError, StoreSaturated
 from collector.tracker import Tracker
@@ -97,6 +99,8 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(alerts.router)
     app.include_router(health.router)
+    app.include_router(query_routes.router)
+    app.include_router(stream_routes.build_router(context))
     app.add_middleware(ObserveRequests, metrics=metrics)
     _error_handlers(app, context)
     return app
@@ -143,6 +147,11 @@ def _error_handlers(app: FastAPI, c: AppContext) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(400, f"invalid parameter {where}: {first.get('msg', 'invalid')}")
 
+    async def internal(_: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal error; see the collector log for the request id")
+
+    app.add_exception_handler(Exception, internal)
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(StoreError, unavailable)
