@@ -10,13 +10,16 @@ import sys
 from bench.common import Figure, say
 
 
-
 def modules() -> list[str]:
     """Every bench/<name>.py but the shared ones, in name order."""
     import bench
 
     skip = {"common"}
-    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in skip and not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(bench.__path__)
+        if m.name not in skip and not m.name.startswith("_")
+    )
 
 
 def main() -> int:

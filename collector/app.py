@@ -26,6 +26,7 @@ from collector.context import AppContext
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
+from collector.relay import Relay, RelayConfig
 from collector.responses import error_response
 from collector.routes import alerts, health, ingest
 from collector.routes import query as query_routes
@@ -38,7 +39,9 @@ log = logging.getLogger("collector")
 
 
 def create_app(
-    settings: Settings | None = None, registry: CollectorRegistry | None = None
+    settings: Settings | None = None,
+    registry: CollectorRegistry | None = None,
+    relay_config: RelayConfig | None = None,
 ) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = build_metrics(registry or CollectorRegistry(), settings.label_cap)
@@ -63,6 +66,8 @@ def create_app(
         if settings.hmac_secret
         else None,
     )
+    relay = Relay(store, metrics, relay_config or RelayConfig.from_env())
+    context.relay = relay
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +78,7 @@ def create_app(
             raise
         with store.reader() as conn:
             tracker.restore(conn)
+        relay.start()  # after the store opened; reads its cursor from it
         if settings.integrity_check != "off":
             threading.Thread(
                 target=store.check_integrity, args=(settings.integrity_check,), daemon=True
@@ -86,6 +92,7 @@ def create_app(
             yield
         finally:
             retention.cancel()
+            await asyncio.to_thread(relay.stop)  # before the store closes: it writes the cursor
             await asyncio.to_thread(store.close)  # drains the writer queue: nothing acked is lost
             log.info("collector stopped; writer queue drained")
 

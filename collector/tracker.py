@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from collector.events import Event
 from collector.metrics import Metrics
@@ -49,6 +50,9 @@ class Tracker:
         self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
         self._started_agents: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        # metric.labels() takes a lock and builds a key on every call; children are cached here
+        # (bounded: every label value goes through a LabelCap).
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         metrics.add_function_gauge(
             "agentwatch_sessions_active",
             "Sessions with an event in the last AGENTWATCH_SESSION_IDLE_SECONDS and no SessionEnd.",
@@ -76,6 +80,13 @@ class Tracker:
                 age = max(now_wall - last_ts / 1000, 0)
                 self._sessions[sid] = _Session(self.m.cap_app(app), now_mono - age)
 
+    def _child(self, metric: object, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)  # type: ignore[attr-defined]
+        return child
+
     # -- on commit ---------------------------------------------------------------------------
     def observe(self, events: list[Event]) -> None:
         now = time.monotonic()
@@ -83,7 +94,7 @@ class Tracker:
         with self._lock:
             for e in events:
                 app = m.cap_app(e.source_app)
-                m.events.labels(hook_event=e.hook_event, source_app=app).inc()
+                self._child(m.events, e.hook_event, app).inc()
                 if e.spool_dropped:
                     m.spool_dropped.inc(e.spool_dropped)
                 if e.hook_event == "AlertNotification":
@@ -120,9 +131,9 @@ class Tracker:
     def _count(self, e: Event, app: str) -> None:
         m = self.m
         if e.hook_event == "UserPromptSubmit":
-            m.prompts.labels(source_app=app).inc()
+            self._child(m.prompts, app).inc()
         elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
-            m.tool_calls.labels(tool=m.cap_tool(e.tool_name), outcome=e.outcome).inc()
+            self._child(m.tool_calls, m.cap_tool(e.tool_name), e.outcome).inc()
         elif e.hook_event == "SubagentStart" or (
             e.hook_event == "SubagentStop" and e.agent_id not in self._started_agents
         ):
@@ -133,7 +144,7 @@ class Tracker:
                 if len(self._started_agents) > MAX_TRACKED_SESSIONS:
                     self._started_agents.popitem(last=False)
         if e.duration_ms is not None:
-            m.tool_duration.labels(tool=m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
+            self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
         for model, counts in (e.usage or {}).items():
             label = m.cap_model(model)
             for kind, n in counts.items():

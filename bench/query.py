@@ -1,0 +1,240 @@
+"""Query API latency on a large store: 1,000,000 realistic events in about 5,000 sessions.
+
+The store is built through the collector's own write path (collector.store.Store.write_sync,
+which also maintains tool_calls and sessions) from events normalised by
+collector.events.from_envelope. To build it in seconds rather than minutes, a few template
+sessions go through from_envelope (redaction included) and are then cloned with fresh session,
+event and tool-use ids and shifted timestamps: the rows are what the collector stores.
+Sessions start uniformly over the last 30 days (the default retention), 200 events each, with
+two parallel subagents in half of them, across five source apps.
+
+Then a real collector (uvicorn) starts on that file and each query is timed over HTTP with a
+keep-alive client: p50 and p95 of the session list, a timeline page, a session tree, a filtered
+event page and the tool statistics over 24 h, plus start-up time (process start to /readyz
+200), RSS after the queries, and store bytes per session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.common import Figure, percentile, say
+from bench.workload import session_events
+from collector.events import Event, from_envelope
+from collector.settings import Settings
+from collector.store import Store
+from tests.support.procs import start_collector
+
+EVENTS_PER_SESSION = 200
+TEMPLATES = 16
+APPS = ["shop", "billing", "docs-site", "infra", "mobile-app"]
+DAY_MS = 86_400_000
+SPREAD_MS = 30 * DAY_MS
+TARGET_MS = 100.0
+
+
+def _subagent_block(session: str, ts: int, app: str) -> list[dict[str, Any]]:
+    """Two parallel Explore subagents launched by Task calls, each with two tool calls."""
+    out: list[dict[str, Any]] = []
+
+    def add(hook: str, payload: dict[str, Any], **extra: Any) -> None:
+        nonlocal ts
+        ts += 40
+        body = {"session_id": session, "hook_event_name": hook, "cwd": f"/home/dev/{app}"}
+        out.append(
+            {
+                "event_id": str(uuid.uuid4()),
+                "ts": ts,
+                "source_app": app,
+                "machine_id": "bench-machine",
+                "session_id": session,
+                "hook_event": hook,
+                "payload": {**body, **payload},
+                **extra,
+            }
+        )
+
+    tasks = [f"toolu_task{i}_{uuid.uuid4().hex[:16]}" for i in range(2)]
+    agents = [f"agent-{uuid.uuid4().hex[:16]}" for _ in range(2)]
+    task_input = {"subagent_type": "Explore", "description": "find handlers", "prompt": "look"}
+    for tid in tasks:
+        add(
+            "PreToolUse",
+            {"tool_name": "Task", "tool_use_id": tid, "tool_input": task_input},
+            tool_name="Task",
+            tool_use_id=tid,
+        )
+    sub = {"agent_type": "Explore"}
+    for aid in agents:
+        add("SubagentStart", {"agent_id": aid, **sub}, agent_id=aid, **sub)
+    for aid in agents:
+        for tool in ("Grep", "Read"):
+            tid = f"toolu_{uuid.uuid4().hex[:24]}"
+            call = {"tool_name": tool, "tool_use_id": tid, "tool_input": {"pattern": "def handler"}}
+            ids = {"agent_id": aid, "tool_name": tool, "tool_use_id": tid, **sub}
+            add("PreToolUse", {"agent_id": aid, **call}, **ids)
+            add("PostToolUse", {"agent_id": aid, **call, "tool_response": "src/a.py:1"}, **ids)
+        add("SubagentStop", {"agent_id": aid, **sub}, agent_id=aid, **sub)
+    for tid in tasks:
+        add(
+            "PostToolUse",
+            {"tool_name": "Task", "tool_use_id": tid, "tool_response": "found 3 handlers"},
+            tool_name="Task",
+            tool_use_id=tid,
+        )
+    return out
+
+
+def _templates(now_ms: int) -> list[tuple[str, list[Event]]]:
+    """A few sessions through the real normalisation (redaction, capping, outcomes)."""
+    settings = Settings()
+    out = []
+    for i in range(TEMPLATES):
+        sid = f"tmpl{i:02d}-{uuid.uuid4().hex}"
+        app = APPS[i % len(APPS)]
+        envs = session_events(sid, EVENTS_PER_SESSION - (14 if i % 2 else 0), now_ms - DAY_MS, app)
+        if i % 2:
+            envs[100:100] = _subagent_block(sid, envs[99]["ts"], app)
+        events = [from_envelope(e, now_ms, settings) for e in envs]
+        out.append((sid, events))
+    return out
+
+
+def _clone(tmpl_sid: str, events: list[Event], sid: str, start: int) -> list[Event]:
+    """The template session under a new session id: fresh ids, shifted times, same content."""
+    shift = start - events[0].ts
+    suffix = sid[-12:]
+    out = []
+    for e in events:
+        out.append(
+            dataclasses.replace(
+                e,
+                event_id=str(uuid.uuid4()),
+                ts=e.ts + shift,
+                received_at=e.ts + shift + 50,
+                session_id=sid,
+                agent_id=sid if e.agent_id == tmpl_sid else e.agent_id,
+                parent_agent_id=sid if e.parent_agent_id == tmpl_sid else e.parent_agent_id,
+                tool_use_id=f"{e.tool_use_id}{suffix}" if e.tool_use_id else None,
+                payload=e.payload.replace(tmpl_sid, sid),
+            )
+        )
+    return out
+
+
+def build_store(path: Path, total_events: int) -> tuple[list[str], float]:
+    """Fill a store with about total_events events; returns the session ids and seconds taken."""
+    started = time.perf_counter()
+    now = int(time.time() * 1000)
+    rnd = random.Random(1)
+    templates = _templates(now)
+    store = Store(path, queue_max_events=1_000_000)
+    store.open()
+    sessions: list[str] = []
+    batch: list[Event] = []
+    count = 0
+    n = 0
+    while count < total_events:
+        tmpl_sid, events = templates[n % TEMPLATES]
+        sid = f"{uuid.uuid4()}"
+        start = now - rnd.randint(10 * 60_000, SPREAD_MS)
+        clone = _clone(tmpl_sid, events, sid, start)
+        batch += clone
+        count += len(clone)
+        sessions.append(sid)
+        n += 1
+        if len(batch) >= 5000:
+            store.write_sync(batch)
+            batch = []
+    if batch:
+        store.write_sync(batch)
+    store.close()
+    return sessions, time.perf_counter() - started
+
+
+def _time(client: httpx.Client, url: str, runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = client.get(url)
+        samples.append((time.perf_counter() - t) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+    return samples
+
+
+def run(quick: bool) -> list[Figure]:
+    total = 100_000 if quick else 1_000_000
+    runs = 30 if quick else 100
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="aw-bench-query-") as tmp:
+        db = Path(tmp) / "agentwatch.db"
+        say(f"building a store of {total:,} events ...")
+        sessions, build_s = build_store(db, total)
+        size = sum(p.stat().st_size for p in Path(tmp).glob("agentwatch.db*"))
+        per_session_kb = size / len(sessions) / 1024
+        say(
+            f"built {len(sessions):,} sessions in {build_s:.1f}s; store {size / 1e6:.0f} MB, "
+            f"{per_session_kb:.1f} KB per session of {EVENTS_PER_SESSION} events"
+        )
+        t = time.perf_counter()
+        proc = start_collector(Path(tmp), env={"AGENTWATCH_RETENTION_DAYS": "31"}, db=db)
+        startup = time.perf_counter() - t
+        say(f"collector ready in {startup:.2f}s (process start to /readyz 200)")
+        rnd = random.Random(2)
+        picks = [rnd.choice(sessions) for _ in range(runs)]
+        try:
+            with httpx.Client(base_url=proc.url, timeout=60) as client:
+                cursor = client.get("/v1/sessions?limit=100").json()["next_cursor"]
+                queries: dict[str, Callable[[int], str]] = {
+                    "session list": lambda i: "/v1/sessions?limit=100",
+                    "session list, app + errors, page 2": lambda i: (
+                        f"/v1/sessions?limit=100&source_app=shop&errors=true&cursor={cursor}"
+                    ),
+                    "session timeline page": lambda i: f"/v1/sessions/{picks[i]}/events?limit=100",
+                    "session tree": lambda i: f"/v1/sessions/{picks[i]}/tree",
+                    "filtered event page": lambda i: (
+                        "/v1/events?range=24h&tool=Bash&errors=true&limit=100"
+                    ),
+                    "event page, hook filter, 7 d": lambda i: (
+                        "/v1/events?range=7d&hook_event=UserPromptSubmit&source_app=shop&limit=100"
+                    ),
+                    "free text, 24 h": lambda i: "/v1/events?range=24h&q=exit%20status&limit=100",
+                    "tool stats 24h": lambda i: "/v1/tools/stats?range=24h",
+                }
+                for name, make in queries.items():
+                    _time(client, make(0), 3)  # warm the page cache and the connection pool
+                    samples = []
+                    for i in range(runs):
+                        samples += _time(client, make(i), 1)
+                    p50, p95 = percentile(samples, 50), percentile(samples, 95)
+                    say(f"{name:38s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
+                    figures.append(
+                        Figure(f"query {name} p50", p50, "ms", "", True),
+                    )
+                    figures.append(
+                        Figure(f"query {name} p95", p95, "ms", "<= 100 ms", p95 <= TARGET_MS)
+                    )
+            rss = psutil.Process(proc.proc.pid).memory_info().rss / 1e6
+            say(f"collector RSS after the queries: {rss:.0f} MB")
+        finally:
+            proc.stop()
+    figures += [
+        Figure("query store events", float(total), "events", "", True),
+        Figure("query collector start-up", startup, "s", "<= 2 s", startup <= 2.0),
+        Figure("query collector RSS", rss, "MB", "", True),
+        Figure(
+            "query store size per session", per_session_kb, "KB", "<= 100 KB", per_session_kb <= 100
+        ),
+    ]
+    return figures

@@ -1,0 +1,605 @@
+"""SQL and cursor logic of the query API (the routes live in collector/routes/query.py).
+
+Every page is keyset-paginated: the cursor is an opaque base64url token holding the sort key of
+the last row served, so a page costs an index seek however deep it is (OFFSET would rescan).
+Event pages sort on (ts, seq): seq is the rowid, which every SQLite index ends with, so the
+(ts), (session_id, ts), (hook_event, ts) and (tool_name, ts) indexes deliver that order unsorted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from collector import otlp_ids
+
+RANGE_PRESETS = {"5m": 300_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000}
+RANGE_PRESETS.update({"7d": 7 * 86_400_000, "30d": 30 * 86_400_000})
+OUTCOMES = ("success", "error", "blocked")
+SESSION_STATUSES = ("active", "idle", "ended")
+MAX_LIMIT = 10_000
+SUBAGENT_TOOLS = ("Task", "Agent")
+EVENT_COLUMNS = (
+    "seq",
+    "event_id",
+    "ts",
+    "received_at",
+    "source_app",
+    "machine_id",
+    "session_id",
+    "agent_id",
+    "parent_agent_id",
+    "agent_type",
+    "hook_event",
+    "tool_name",
+    "tool_use_id",
+    "outcome",
+    "usage",
+    "payload",
+)
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_SESSION_COLUMNS = (
+    "session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events, tool_calls, "
+    "errors, prompts, subagents, tokens, cost_usd"
+)
+
+
+class QueryError(ValueError):
+    """An invalid filter or cursor: the message goes back to the client in a 400."""
+
+
+# -- parameters ------------------------------------------------------------------------------
+def parse_time(value: str, name: str) -> int:
+    """Epoch milliseconds from an integer string or an ISO 8601 timestamp (naive means UTC)."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"{name} must be epoch milliseconds or ISO 8601, not {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def time_range(
+    range_: str | None, from_: str | None, to: str | None, now_ms: int | None = None
+) -> tuple[int | None, int | None]:
+    """[from, to) in epoch ms from a preset (5m, 1h, 6h, 24h, 7d, 30d) or explicit bounds."""
+    if range_ is not None:
+        if from_ is not None or to is not None:
+            raise QueryError("give either range or from/to, not both")
+        if range_ not in RANGE_PRESETS:
+            raise QueryError(f"range must be one of {', '.join(RANGE_PRESETS)}")
+        now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        return now - RANGE_PRESETS[range_], None
+    start = parse_time(from_, "from") if from_ is not None else None
+    end = parse_time(to, "to") if to is not None else None
+    if start is not None and end is not None and end <= start:
+        raise QueryError("to must be after from")
+    return start, end
+
+
+def encode_cursor(kind: str, *key: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([kind, *key])).decode().rstrip("=")
+
+
+def decode_cursor(token: str, kind: str, types: Sequence[type]) -> list[Any]:
+    """The sort key inside a cursor made by encode_cursor(kind, ...), checked against types."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        raise QueryError("invalid cursor: not a cursor this API issued") from None
+    if (
+        not isinstance(value, list)
+        or len(value) != len(types) + 1
+        or value[0] != kind
+        or not all(type(v) is t for v, t in zip(value[1:], types, strict=True))
+    ):
+        raise QueryError(f"invalid cursor: not a cursor of this {kind} listing")
+    return value[1:]
+
+
+# -- events ----------------------------------------------------------------------------------
+@dataclass
+class EventFilter:
+    start: int | None = None
+    end: int | None = None
+    source_app: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    hook_event: str | None = None
+    tool_name: str | None = None
+    outcome: str | None = None
+    q: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None and self.outcome not in OUTCOMES:
+            raise QueryError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        if self.q is not None and not self.q.strip():
+            raise QueryError("q must not be empty")
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("source_app", self.source_app),
+            ("session_id", self.session_id),
+            ("agent_id", self.agent_id),
+            ("hook_event", self.hook_event),
+            ("tool_name", self.tool_name),
+            ("outcome", self.outcome),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if self.start is not None:
+            clauses.append("ts >= ?")
+            args.append(self.start)
+        if self.end is not None:
+            clauses.append("ts < ?")
+            args.append(self.end)
+        if self.q is not None:
+            # The payload is the redacted JSON text; LIKE is case-insensitive for ASCII.
+            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("payload LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        return clauses, args
+
+
+def with_errors(outcome: str | None, errors: bool) -> str | None:
+    """errors=true is outcome=error; combining it with another outcome is a contradiction."""
+    if not errors:
+        return outcome
+    if outcome not in (None, "error"):
+        raise QueryError("errors=true conflicts with outcome=" + str(outcome))
+    return "error"
+
+
+def event_json(row: Sequence[Any]) -> dict[str, Any]:
+    out = dict(zip(EVENT_COLUMNS, row, strict=True))
+    out["trace_id"], out["span_id"] = otlp_ids.trace_context(out)
+    # The stored texts are already JSON: embed them as they are instead of parsing them.
+    out["usage"] = orjson.Fragment(row[14]) if row[14] else None
+    out["payload"] = orjson.Fragment(row[15])
+    return out
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        return {**self.extra, "items": self.items, "next_cursor": self.next_cursor}
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    flt: EventFilter,
+    limit: int,
+    cursor: str | None,
+    *,
+    ascending: bool = False,
+    kind: str = "events",
+) -> Page:
+    """A page of events, newest first (or oldest first for timelines and exports)."""
+    clauses, args = flt.where()
+    op, order = (">", "ASC") if ascending else ("<", "DESC")
+    if cursor is not None:
+        ts, seq = decode_cursor(cursor, kind, (int, int))
+        clauses.append(f"(ts, seq) {op} (?, ?)")
+        args += [ts, seq]
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"{_SELECT_EVENTS}{where} ORDER BY ts {order}, seq {order} LIMIT ?"
+    rows = conn.execute(sql, (*args, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(kind, rows[-1][2], rows[-1][0]) if more else None
+    return Page([event_json(r) for r in rows], nxt)
+
+
+def iter_events(
+    reader: Any, flt: EventFilter, batch: int = 1000, limit: int | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """Every matching row, oldest first, read in keyset batches.
+
+    Each batch takes the calling thread's reader connection afresh: a streaming response may
+    resume the generator on another threadpool thread, and no statement stays open between.
+    """
+    cursor: str | None = None
+    served = 0
+    while True:
+        size = batch if limit is None else min(batch, limit - served)
+        if size <= 0:
+            return
+        clauses, args = flt.where()
+        if cursor is not None:
+            ts, seq = decode_cursor(cursor, "export", (int, int))
+            clauses.append("(ts, seq) > (?, ?)")
+            args += [ts, seq]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with reader() as conn:
+            rows = conn.execute(
+                f"{_SELECT_EVENTS}{where} ORDER BY ts, seq LIMIT ?", (*args, size)
+            ).fetchall()
+        yield from rows
+        served += len(rows)
+        if len(rows) < size:
+            return
+        cursor = encode_cursor("export", rows[-1][2], rows[-1][0])
+
+
+# -- sessions --------------------------------------------------------------------------------
+def session_json(row: Sequence[Any], now_ms: int, idle_ms: int) -> dict[str, Any]:
+    (sid, app, machine, first, last, ended, events, tools, errors, prompts, subs, tokens, cost) = (
+        row
+    )
+    end = ended if ended is not None else last
+    if ended is not None:
+        status = "ended"
+    elif now_ms - last <= idle_ms:
+        status = "active"
+    else:
+        status = "idle"
+    return {
+        "session_id": sid,
+        "source_app": app,
+        "machine_id": machine,
+        "status": status,
+        "start": first,
+        "end": end,
+        "last_event": last,
+        "duration_ms": max(end - first, 0),
+        "agents": subs + 1,
+        "subagents": subs,
+        "events": events,
+        "tool_calls": tools,
+        "errors": errors,
+        "prompts": prompts,
+        "tokens": tokens,
+        "cost_usd": round(cost, 6),
+        "trace_id": trace_id(sid),
+    }
+
+
+def list_sessions(
+    conn: sqlite3.Connection,
+    *,
+    source_app: str | None,
+    start: int | None,
+    end: int | None,
+    status: str | None,
+    errors: bool,
+    limit: int,
+    cursor: str | None,
+    idle_ms: int,
+    now_ms: int | None = None,
+) -> Page:
+    """Sessions that overlap [start, end), most recently active first."""
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    clauses: list[str] = []
+    args: list[Any] = []
+    if source_app is not None:
+        clauses.append("source_app = ?")
+        args.append(source_app)
+    if start is not None:
+        clauses.append("last_ts >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("first_ts < ?")
+        args.append(end)
+    if status is not None:
+        if status not in SESSION_STATUSES:
+            raise QueryError(f"status must be one of {', '.join(SESSION_STATUSES)}")
+        if status == "ended":
+            clauses.append("ended_ts IS NOT NULL")
+        else:
+            clauses.append(
+                "ended_ts IS NULL AND last_ts " + (">= ?" if status == "active" else "< ?")
+            )
+            args.append(now - idle_ms)
+    if errors:
+        clauses.append("errors > 0")
+    if cursor is not None:
+        last_ts, sid = decode_cursor(cursor, "sessions", (int, str))
+        clauses.append("(last_ts, session_id) < (?, ?)")
+        args += [last_ts, sid]
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions{where} "
+        "ORDER BY last_ts DESC, session_id DESC LIMIT ?",
+        (*args, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor("sessions", rows[-1][4], rows[-1][0]) if more else None
+    return Page([session_json(r, now, idle_ms) for r in rows], nxt)
+
+
+def get_session(
+    conn: sqlite3.Connection, session_id: str, idle_ms: int, now_ms: int | None = None
+) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    out = session_json(row, now, idle_ms)
+    models: dict[str, dict[str, int]] = {}
+    for (usage,) in conn.execute(
+        "SELECT usage FROM events WHERE session_id = ? AND usage IS NOT NULL", (session_id,)
+    ):
+        for model, counts in orjson.loads(usage).items():
+            total = models.setdefault(model, {})
+            for kind, n in counts.items():
+                total[kind] = total.get(kind, 0) + n
+    out["usage"] = models
+    return out
+
+
+# -- the agent tree ----------------------------------------------------------------------------
+def trace_id(session_id: str) -> str:
+    """The session's trace id, as the OTLP relay exports it (collector/otlp_ids.py)."""
+    return otlp_ids.trace_id(session_id).hex()
+
+
+def span_id(session_id: str, kind: str, key: str) -> str:
+    """The relay's span id of an agent (key: agent id), turn or tool call (key: tool_use_id)."""
+    return otlp_ids.span_id(session_id, kind, key).hex()
+
+
+@dataclass
+class _Agent:
+    agent_id: str
+    agent_type: str
+    parent: str | None
+    start: int | None = None
+    end: int | None = None
+    started_by: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+
+def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
+    """The agent hierarchy of a session: the main agent, its subagents (each with the Task/Agent
+    tool call that started it), and the tool calls of each agent with durations and outcomes."""
+    exists = conn.execute(
+        "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
+    ).fetchone()
+    if exists is None:
+        return None
+    agents: dict[str, _Agent] = {session_id: _Agent(session_id, "main", None)}
+    starts: list[tuple[int, int, str, str]] = []  # (ts, seq, agent_id, agent_type)
+    launches: dict[str, list[tuple[int, int, str, str | None]]] = {}  # parent -> Task calls
+    rows = conn.execute(
+        "SELECT seq, ts, agent_id, parent_agent_id, agent_type, hook_event, tool_name, "
+        "tool_use_id, CASE WHEN hook_event = 'PreToolUse' AND tool_name IN ('Task', 'Agent') "
+        "THEN json_extract(payload, '$.tool_input.subagent_type') END "
+        "FROM events WHERE session_id = ? ORDER BY ts, seq",
+        (session_id,),
+    ).fetchall()
+    for seq, ts, agent_id, parent, agent_type, hook, tool, tool_use_id, sub_type in rows:
+        aid = agent_id or session_id
+        agent = agents.get(aid)
+        if agent is None:
+            agent = agents[aid] = _Agent(aid, agent_type or "unknown", parent or session_id)
+        elif agent_type and agent.agent_type == "unknown":
+            agent.agent_type = agent_type
+        agent.start = ts if agent.start is None else min(agent.start, ts)
+        agent.end = ts if agent.end is None else max(agent.end, ts)
+        if hook == "SubagentStart" and aid != session_id:
+            starts.append((ts, seq, aid, agent.agent_type))
+        elif hook == "PreToolUse" and tool in SUBAGENT_TOOLS and tool_use_id:
+            launches.setdefault(aid, []).append((ts, seq, tool_use_id, sub_type))
+    calls: dict[str, dict[str, Any]] = {}
+    for tool_use_id, agent_id, tool, start, end, duration, outcome in conn.execute(
+        "SELECT tool_use_id, agent_id, tool_name, start_ts, end_ts, duration_ms, outcome "
+        "FROM tool_calls WHERE session_id = ? ORDER BY coalesce(start_ts, end_ts), tool_use_id",
+        (session_id,),
+    ):
+        aid = agent_id or session_id
+        call = {
+            "tool_use_id": tool_use_id,
+            "tool_name": tool,
+            "start": start,
+            "end": end,
+            "duration_ms": duration,
+            "outcome": outcome or ("running" if end is None else ""),
+            "span_id": span_id(session_id, "tool", tool_use_id),
+        }
+        calls[tool_use_id] = call
+        agents.setdefault(aid, _Agent(aid, "unknown", session_id)).tool_calls.append(call)
+    _match_launches(agents, starts, launches, calls)
+    for agent in agents.values():
+        if agent.parent is not None and agent.parent in agents:
+            agents[agent.parent].children.append(agent.agent_id)
+    return {
+        "session_id": session_id,
+        "trace_id": trace_id(session_id),
+        "agent": _agent_json(agents, session_id, session_id),
+    }
+
+
+def _match_launches(
+    agents: dict[str, _Agent],
+    starts: list[tuple[int, int, str, str]],
+    launches: dict[str, list[tuple[int, int, str, str | None]]],
+    calls: dict[str, dict[str, Any]],
+) -> None:
+    """Pair each SubagentStart with the parent's Task/Agent PreToolUse that launched it.
+
+    Parallel subagents of one type start in the order their tool calls were made, so within a
+    parent and a type the n-th start takes the n-th unclaimed call made before it; a start whose
+    type matches no call takes the earliest unclaimed call of any type (older versions omit
+    subagent_type)."""
+    claimed: set[str] = set()
+    for ts, _seq, aid, agent_type in sorted(starts):
+        agent = agents[aid]
+        candidates = [c for c in launches.get(agent.parent or "", []) if c[2] not in claimed]
+        candidates = [c for c in candidates if c[0] <= ts] or candidates
+        typed = [c for c in candidates if c[3] == agent_type]
+        untyped = [c for c in candidates if c[3] is None]
+        pool = typed or untyped or candidates
+        if not pool:
+            continue
+        pick = pool[0]
+        claimed.add(pick[2])
+        call = calls.get(pick[2])
+        agent.started_by = {
+            "tool_use_id": pick[2],
+            "tool_name": call["tool_name"] if call else None,
+            "subagent_type": pick[3],
+            "start": call["start"] if call else pick[0],
+            "end": call["end"] if call else None,
+            "duration_ms": call["duration_ms"] if call else None,
+            "outcome": call["outcome"] if call else "running",
+        }
+        if call is not None:
+            call["subagent_id"] = aid
+
+
+def _agent_json(agents: dict[str, _Agent], aid: str, session_id: str) -> dict[str, Any]:
+    agent = agents[aid]
+    parent_span = (
+        span_id(session_id, "tool", agent.started_by["tool_use_id"])
+        if agent.started_by
+        else (span_id(session_id, "agent", agent.parent) if agent.parent else None)
+    )
+    return {
+        "agent_id": agent.agent_id,
+        "agent_type": agent.agent_type,
+        "parent_agent_id": agent.parent,
+        "span_id": span_id(session_id, "agent", aid),
+        "parent_span_id": parent_span,
+        "start": agent.start,
+        "end": agent.end,
+        "duration_ms": agent.end - agent.start
+        if agent.start is not None and agent.end is not None
+        else 0,
+        "started_by": agent.started_by,
+        "tool_calls": agent.tool_calls,
+        "subagents": [_agent_json(agents, c, session_id) for c in agent.children],
+    }
+
+
+# -- tool statistics ---------------------------------------------------------------------------
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of sorted data by linear interpolation between closest ranks
+    (the same as statistics.quantiles(method="inclusive") and numpy's default)."""
+    if not ordered:
+        raise ValueError("no values")
+    pos = (len(ordered) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def tool_stats(
+    conn: sqlite3.Connection, start: int | None, end: int | None, source_app: str | None = None
+) -> list[dict[str, Any]]:
+    """Per tool, over calls that finished in [start, end): calls, errors, blocked, error rate and
+    the mean, p50, p95, p99 of the duration (calls with both ends seen)."""
+    clauses = ["end_ts IS NOT NULL"]
+    args: list[Any] = []
+    if start is not None:
+        clauses.append("end_ts >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("end_ts < ?")
+        args.append(end)
+    if source_app is not None:
+        clauses.append("session_id IN (SELECT session_id FROM sessions WHERE source_app = ?)")
+        args.append(source_app)
+    per_tool: dict[str, tuple[list[int], list[int]]] = {}
+    for tool, duration, outcome in conn.execute(
+        f"SELECT tool_name, duration_ms, outcome FROM tool_calls WHERE {' AND '.join(clauses)}",
+        args,
+    ):
+        durations, counts = per_tool.setdefault(tool or "unknown", ([], [0, 0, 0]))
+        counts[0] += 1
+        counts[1] += outcome == "error"
+        counts[2] += outcome == "blocked"
+        if duration is not None:
+            durations.append(duration)
+    out = []
+    for tool, (durations, (calls, errors, blocked)) in sorted(per_tool.items()):
+        durations.sort()
+        stats: dict[str, Any] = {
+            "tool": tool,
+            "calls": calls,
+            "errors": errors,
+            "blocked": blocked,
+            "error_rate": errors / calls,
+            "timed_calls": len(durations),
+        }
+        for name, q in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99)):
+            stats[name] = percentile(durations, q) if durations else None
+        stats["mean_ms"] = sum(durations) / len(durations) if durations else None
+        out.append(stats)
+    return out
+
+
+def tool_loops(
+    conn: sqlite3.Connection, start: int | None, end: int | None, threshold: int
+) -> list[dict[str, Any]]:
+    """Runs of the same tool call (tool name and identical input) repeated more than threshold
+    times in a row by one agent of a session: the staleness that agentwatch_agent_loops_total
+    counts live."""
+    clauses = ["hook_event = 'PreToolUse'"]
+    args: list[Any] = []
+    if start is not None:
+        clauses.append("ts >= ?")
+        args.append(start)
+    if end is not None:
+        clauses.append("ts < ?")
+        args.append(end)
+    # Time order straight from the (hook_event, ts) index (no sort); runs are tracked per agent.
+    rows = conn.execute(
+        "SELECT session_id, agent_id, tool_name, ts, json_extract(payload, '$.tool_input') "
+        f"FROM events WHERE {' AND '.join(clauses)} ORDER BY ts, seq",
+        args,
+    )
+    loops: list[dict[str, Any]] = []
+    runs: dict[tuple[str, str], list[Any]] = {}  # -> [tool, input, first_ts, last_ts, count]
+
+    def flush(key: tuple[str, str], run: list[Any]) -> None:
+        if run[4] > threshold:
+            loops.append(
+                {
+                    "session_id": key[0],
+                    "agent_id": key[1],
+                    "tool": run[0],
+                    "repeats": run[4],
+                    "start": run[2],
+                    "end": run[3],
+                }
+            )
+
+    for session, agent, tool, ts, tool_input in rows:
+        key = (session, agent or session)
+        run = runs.get(key)
+        if run is not None and run[0] == tool and run[1] == tool_input:
+            run[3] = ts
+            run[4] += 1
+            continue
+        if run is not None:
+            flush(key, run)
+        runs[key] = [tool, tool_input, ts, ts, 1]
+    for key, run in runs.items():
+        flush(key, run)
+    loops.sort(key=lambda r: (-r["repeats"], r["session_id"]))
+    return loops

@@ -1,0 +1,91 @@
+"""Relay pieces without a receiver: configuration, the breaker, ids, the disabled state."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.otlp_breaker import Breaker
+from collector.otlp_export import ConfigError, RelayConfig, SignalTarget
+from collector.otlp_ids import span_id, trace_context, trace_id
+from tests.conftest import Harness
+
+
+def test_no_endpoint_means_disabled(harness: Harness) -> None:
+    body = harness.client.get("/readyz").json()
+    assert body["relay"] == {"state": "disabled"}
+    assert harness.metric("agentwatch_relay_state", state="disabled") == 1
+    assert harness.metric("agentwatch_relay_state", state="ok") == 0
+
+
+def test_config_from_standard_variables() -> None:
+    grpc = RelayConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"})
+    assert grpc.logs == grpc.traces == SignalTarget("http://otel:4317", "grpc")
+    http = RelayConfig.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318/",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://tempo:4318/v1/traces",
+            "AGENTWATCH_RELAY_SPAN_TIMEOUT_SECONDS": "60",
+        }
+    )
+    assert http.logs == SignalTarget("http://otel:4318/v1/logs", "http/protobuf")
+    assert http.traces == SignalTarget("http://tempo:4318/v1/traces", "http/protobuf")
+    assert http.span_timeout_seconds == 60
+    only_logs = RelayConfig.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317", "AGENTWATCH_RELAY_TRACES": "off"}
+    )
+    assert only_logs.traces is None and only_logs.logs is not None
+    assert not RelayConfig.from_env({}).enabled
+    with pytest.raises(ConfigError):
+        RelayConfig.from_env(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "x", "OTEL_EXPORTER_OTLP_PROTOCOL": "udp"}
+        )
+    with pytest.raises(ConfigError):
+        RelayConfig.from_env({"AGENTWATCH_RELAY_BATCH_EVENTS": "-1"})
+
+
+def test_breaker_goes_ok_delayed_open_ok() -> None:
+    now = [100.0]
+    seen: list[str] = []
+    b = Breaker(
+        3, cooldown=30, backoff_base=1, backoff_max=8, on_state=seen.append, clock=lambda: now[0]
+    )
+    assert b.state == "ok" and b.wait_seconds() == 0
+    b.failure("down")
+    assert b.state == "delayed" and 0.5 <= b.wait_seconds() <= 1
+    b.failure("down")
+    assert 1 <= b.wait_seconds() <= 2  # exponential, with jitter
+    b.failure("down")
+    assert b.state == "circuit_open" and 24 <= b.wait_seconds() <= 36
+    now[0] += 40
+    assert b.wait_seconds() == 0  # the probe may go
+    b.failure("still down")
+    assert b.state == "circuit_open" and b.last_error == "still down"
+    b.success()
+    assert b.state == "ok" and b.consecutive == 0
+    assert seen == ["delayed", "circuit_open", "ok"]
+
+
+def _row(**kw: str | None) -> dict[str, str | None]:
+    base: dict[str, str | None] = {
+        "session_id": "s-1",
+        "agent_id": "s-1",
+        "hook_event": "Notification",
+        "tool_use_id": None,
+        "event_id": "e-1",
+    }
+    return base | kw
+
+
+def test_trace_context_is_pure_and_matches_the_spans() -> None:
+    trace = trace_id("s-1").hex()
+    assert len(trace) == 32 and trace_id("s-1") != trace_id("s-2")
+    assert trace_context(_row()) == (trace, span_id("s-1", "agent", "s-1").hex())
+    tool = _row(hook_event="PostToolUse", tool_use_id="toolu_1")
+    assert trace_context(tool) == (trace, span_id("s-1", "tool", "toolu_1").hex())
+    prompt = _row(hook_event="UserPromptSubmit", event_id="e-9")
+    assert trace_context(prompt) == (trace, span_id("s-1", "turn", "e-9").hex())
+    sub = _row(hook_event="SubagentStop", agent_id="a-1")
+    assert trace_context(sub) == (trace, span_id("s-1", "agent", "a-1").hex())
+    assert trace_context(_row(session_id="", hook_event="AlertNotification")) == ("", "")
+    assert trace_context(tool) == trace_context(dict(tool))  # no hidden state
