@@ -47,6 +47,9 @@ def test_backup_command_reports_a_missing_store(tmp_path: Path) -> None:
     env = {**os.environ, "AGENTWATCH_DB": str(tmp_path / "nope.db")}
     r = subprocess.run(
         [sys.executable, "-m", "collector.backup", "--dir", str(tmp_path / "b")],
-        env=env, cwd=REPO, capture_output=True, text=True,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1 and "no store at" in r.stderr

@@ -29,7 +29,9 @@ def stored_ids(db: Path) -> list[str]:
 
 def post(url: str, events: list[dict[str, object]]) -> httpx.Response:
     return httpx.post(
-        url + "/v1/events", content=orjson.dumps(events), headers={"content-type": "application/json"}
+        url + "/v1/events",
+        content=orjson.dumps(events),
+        headers={"content-type": "application/json"},
     )
 
 
@@ -78,9 +80,7 @@ def test_every_acknowledged_event_survives_the_process_dying(tmp_path: Path, sig
     proc = start_collector(tmp_path)
     acked: list[str] = []
     stop = threading.Event()
-    writers = [
-        threading.Thread(target=_hammer, args=(proc.url, acked, stop, n)) for n in range(4)
-    ]
+    writers = [threading.Thread(target=_hammer, args=(proc.url, acked, stop, n)) for n in range(4)]
     for w in writers:
         w.start()
     deadline = time.monotonic() + 30
@@ -118,7 +118,9 @@ def test_promtool_check_metrics_on_a_realistic_scrape(tmp_path: Path) -> None:
             }
         )
         assert post(proc.url, events).status_code == 200
-        httpx.post(proc.url + "/v1/events", content=b"{bad", headers={"content-type": "application/json"})
+        httpx.post(
+            proc.url + "/v1/events", content=b"{bad", headers={"content-type": "application/json"}
+        )
         scrape = httpx.get(proc.url + "/metrics").text
     finally:
         proc.stop()
@@ -143,7 +145,11 @@ def _run(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProces
     full = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "collector"], env=full, cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "collector"],
+        env=full,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

@@ -311,7 +311,9 @@ def test_health_routes(harness: Harness) -> None:
 
 def test_alert_webhook_takes_the_token_but_no_signature(make_harness: Any) -> None:
     h = make_harness(token="am-token-123", hmac_secret="hmac-key")
-    note = {"alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "fingerprint": "f1"}]}
+    note = {
+        "alerts": [{"status": "firing", "labels": {"alertname": "Watchdog"}, "fingerprint": "f1"}]
+    }
     assert h.post("/v1/alerts", note).status_code == 401
     assert h.post("/v1/alerts", note, authorization="Bearer am-token-123").status_code == 200
     # Hook ingest still needs the signature.
