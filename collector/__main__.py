@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 
 import uvicorn
 
 from collector.app import create_app
+from collector.context import AppContext
 from collector.logs import configure
 from collector.settings import Settings, SettingsError
 
@@ -18,9 +20,17 @@ def main() -> int:
         print(f"agentwatch-collector: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level)
+    app = create_app(settings)
+    context: AppContext = app.state.ctx
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            context.stopping.set()  # SSE streams end now rather than at the grace timeout
+            super().handle_exit(sig, frame)
+
     # One process only: the SQLite writer thread is the single writer of its database file.
-    uvicorn.run(
-        create_app(settings),
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -28,6 +38,7 @@ def main() -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
+    Server(config).run()
     return 0
 
 

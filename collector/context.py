@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,7 +32,9 @@ class AppContext:
     tracker: Tracker
     hmac: HmacVerifier | None = None
     relay: RelayStatus | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Set when the server starts shutting down: long-lived responses (SSE) end early instead of
+    # holding up uvicorn's graceful shutdown.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def ctx(request: Request) -> AppContext:

@@ -178,3 +178,23 @@ def test_a_stalled_client_does_not_block_ingest_and_its_drops_are_counted(live: 
         wait_until(counted, 20, "agentwatch_stream_dropped_total")
     finally:
         stalled.close()
+
+
+def test_sigterm_ends_open_streams_instead_of_waiting_for_the_grace_timeout(tmp_path: Path) -> None:
+    proc = start_collector(tmp_path)
+    ended = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", proc.url + "/v1/stream?heartbeat=1", timeout=60) as r:
+            for _ in r.iter_bytes():
+                pass
+        ended.set()
+
+    reader = threading.Thread(target=listen)
+    reader.start()
+    wait_until(lambda: "agentwatch_stream_clients 1.0" in httpx.get(proc.url + "/metrics").text)
+    proc.stop()
+    reader.join(60)
+    assert ended.is_set()
+    assert "graceful shutdown exceeded" not in proc.logs()
+    assert "writer queue drained" in proc.logs()

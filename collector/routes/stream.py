@@ -34,7 +34,7 @@ class StreamHub:
 
     def __init__(self, c: AppContext) -> None:
         self.store = c.store
-        self.shutdown: threading.Event | None = c.extras.get("shutdown")
+        self.shutdown = c.stopping
         self.dropped = Counter(
             "agentwatch_stream_dropped_total",
             "Events skipped for /v1/stream clients that fell too far behind.",
@@ -160,7 +160,7 @@ async def _events(
     entry = hub.register(wake)
     try:
         yield b"retry: 2000\n: stream open\n\n"
-        while hub.shutdown is None or not hub.shutdown.is_set():
+        while not hub.shutdown.is_set():
             wake.clear()  # before reading: a commit during the read wakes the next wait
             while True:
                 dropped, after, rows = await asyncio.to_thread(
