@@ -55,7 +55,6 @@ def create_app(
     tracker = Tracker(
         metrics, settings.loop_threshold, settings.waiting_seconds, settings.session_idle_seconds
     )
-    store.add_listener(tracker.observe)
     register_host_metrics(metrics, settings.db.resolve().parent)
     context = AppContext(
         settings=settings,
@@ -78,6 +77,10 @@ def create_app(
             raise
         with store.reader() as conn:
             tracker.restore(conn)
+        # The tracker's Python work runs on the event loop, not the writer thread: the writer
+        # then spends its time in SQLite (which releases the GIL). One call per commit, in order.
+        loop = asyncio.get_running_loop()
+        store.add_listener(lambda new: loop.call_soon_threadsafe(tracker.observe, new))
         relay.start()  # after the store opened; reads its cursor from it
         if settings.integrity_check != "off":
             threading.Thread(

@@ -264,7 +264,8 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
     def add_listener(self, listener: CommitListener) -> None:
-        """listener(events) runs on the writer thread after each commit, with the new events."""
+        """listener(events) runs on the writer thread after each commit, with the new events,
+        before the writes are acknowledged: it must be cheap (set a flag, schedule work)."""
         self._listeners.append(listener)
 
     @property
@@ -403,16 +404,18 @@ class Store:
             self._release(n)
             return
         self.failure = None
-        for w, res in zip(writes, results, strict=True):
-            w.done(res)
-        self._release(n)
-        if self._on_write:
-            self._on_write(time.perf_counter() - started, n)
+        # Listeners first: one that hands the events to the event loop then runs before the
+        # writers' continuations, so whatever a request does next already sees its events.
         for listener in self._listeners:
             try:
                 listener(new)
             except Exception:
                 log.exception("commit listener failed")
+        for w, res in zip(writes, results, strict=True):
+            w.done(res)
+        self._release(n)
+        if self._on_write:
+            self._on_write(time.perf_counter() - started, n)
 
     def _release(self, n: int) -> None:
         with self._pending_lock:

@@ -1,6 +1,6 @@
 """What the collector learns from committed events: counters, tool loops, sessions waiting
-for input and active sessions. Runs on the store's writer thread after each commit, so it sees
-events exactly once and in commit order; scrapes read its state under a lock.
+for input and active sessions. Called once per commit, in commit order (the app schedules it on
+the event loop), so it sees every event exactly once; scrapes read its state under a lock.
 """
 
 from __future__ import annotations
