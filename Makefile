@@ -10,7 +10,7 @@ PROJECT ?= .
 
 -include make/*.mk
 
-.PHONY: help setup deps system-deps node-deps dev test lint fmt bench backup install-hooks
+.PHONY: help setup deps system-deps node-deps dev test lint fmt bench bench-deps backup install-hooks
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -57,7 +57,14 @@ fmt: deps
 	@$(VENV)/bin/ruff format collector hooks tests bench demo
 	@$(VENV)/bin/ruff check --fix collector hooks tests bench demo
 
-bench: setup ## benchmarks; QUICK=1 for a short run
+bench-deps: ## wrk for the single-request benchmark (installed when missing and root)
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing wrk from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	else echo ">> wrk missing and not root: apt-get install wrk"; exit 1; fi
+
+bench: setup bench-deps ## benchmarks; QUICK=1 for a short run
 	@echo ">> benchmarks$(if $(QUICK), (quick),)"
 	@$(PY) -m bench $(if $(QUICK),--quick,)
 

@@ -14,7 +14,7 @@ def modules() -> list[str]:
     """Every bench/<name>.py but the shared ones, in name order."""
     import bench
 
-    skip = {"common"}
+    skip = {"common", "workload"}  # shared helpers, not benchmarks
     return sorted(
         m.name
         for m in pkgutil.iter_modules(bench.__path__)

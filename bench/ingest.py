@@ -26,7 +26,7 @@ from bench.common import Figure, say
 from bench.workload import events as make_events
 from collector.events import from_envelope
 from collector.settings import Settings
-from collector.store import _INSERT_EVENT, MIGRATIONS, _statements
+from collector.store import _INSERT_EVENT, MIGRATIONS, _statements, event_row
 from tests.support.procs import start_collector
 
 BATCH = 500
@@ -35,34 +35,14 @@ CLIENTS = 4
 
 def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: str) -> float:
     settings = Settings()
-    rows = []
-    for env in envelopes:
-        e = from_envelope(env, int(time.time() * 1000), settings)
-        usage = orjson.dumps(e.usage).decode() if e.usage else None
-        rows.append(
-            (
-                e.event_id,
-                e.ts,
-                e.received_at,
-                e.source_app,
-                e.machine_id,
-                e.session_id,
-                e.agent_id,
-                e.parent_agent_id,
-                e.agent_type,
-                e.hook_event,
-                e.tool_name,
-                e.tool_use_id,
-                e.outcome,
-                usage,
-                e.payload,
-            )
-        )
+    now = int(time.time() * 1000)
+    rows = [event_row(from_envelope(env, now, settings)) for env in envelopes]
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
-    for stmt in _statements(MIGRATIONS[0]):
-        conn.execute(stmt)
+    for migration in MIGRATIONS:  # the collector's own schema and indexes
+        for stmt in _statements(migration):
+            conn.execute(stmt)
     started = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         conn.execute("BEGIN")

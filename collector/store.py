@@ -428,7 +428,7 @@ class Store:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         last_seq = row[0] if row else 0
         before = conn.total_changes
-        conn.executemany(_INSERT_EVENT, map(_row, events))
+        conn.executemany(_INSERT_EVENT, map(event_row, events))
         if conn.total_changes - before == len(events):
             flags = [True] * len(events)  # the common case: no duplicates
         else:
@@ -613,7 +613,8 @@ class Store:
         )
 
 
-def _row(e: Event) -> tuple[Any, ...]:
+def event_row(e: Event) -> tuple[Any, ...]:
+    """The events-table row of an Event, in _INSERT_EVENT's column order."""
     usage = orjson.dumps(e.usage).decode() if e.usage else None
     return (
         e.event_id,
