@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -14,6 +15,11 @@ class Figure:
     unit: str
     target: str
     met: bool
+
+    def __post_init__(self) -> None:
+        # One naming scheme for every module's figures: snake_case names, values rounded.
+        self.figure = re.sub(r"[^a-z0-9]+", "_", self.figure.lower()).strip("_")
+        self.value = round(float(self.value), 3)
 
     def json(self) -> str:
         return json.dumps(asdict(self))
