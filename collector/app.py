@@ -23,6 +23,7 @@ from collector import __version__
 from collector.auth import HmacVerifier, Unauthorized
 from collector.body import BadRequest
 from collector.context import AppContext
+from collector.events import Event
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
@@ -80,7 +81,11 @@ def create_app(
         # The tracker's Python work runs on the event loop, not the writer thread: the writer
         # then spends its time in SQLite (which releases the GIL). One call per commit, in order.
         loop = asyncio.get_running_loop()
-        store.add_listener(lambda new: loop.call_soon_threadsafe(tracker.observe, new))
+
+        def observe_on_loop(new: list[Event]) -> None:
+            loop.call_soon_threadsafe(tracker.observe, new)
+
+        store.add_listener(observe_on_loop)
         relay.start()  # after the store opened; reads its cursor from it
         if settings.integrity_check != "off":
             threading.Thread(

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -58,6 +58,9 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         return await asyncio.wait_for(collect(), timeout)
     except TimeoutError:
         raise BadRequest(408, "body_timeout", f"body not received within {timeout:g} s") from None
+    except ClientDisconnect:
+        # A body cut short is an incomplete (malformed) request, not a server error to log.
+        raise BadRequest(400, "client_disconnected", "client disconnected mid-body") from None
 
 
 def parse_json(body: bytes) -> Any:

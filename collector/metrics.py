@@ -35,6 +35,7 @@ REJECT_REASONS = (
     "unauthorized",
     "body_timeout",
     "store_unavailable",
+    "client_disconnected",
 )
 # Tool calls last from milliseconds (Read) to many minutes (a test suite via Bash).
 TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -85,6 +86,7 @@ class _FunctionCollector(Collector):
 class Metrics:
     registry: CollectorRegistry
     cap_tool: LabelCap
+    cap_hook: LabelCap
     cap_app: LabelCap
     cap_model: LabelCap
     cap_agent_type: LabelCap
@@ -136,6 +138,7 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
     m = Metrics(
         registry=registry,
         cap_tool=LabelCap(label_cap),
+        cap_hook=LabelCap(label_cap),  # clients may send any hook_event name
         cap_app=LabelCap(label_cap),
         cap_model=LabelCap(label_cap),
         cap_agent_type=LabelCap(label_cap),

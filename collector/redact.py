@@ -22,15 +22,18 @@ _NAME_WORDS = ("pass", "secret", "token", "key", "credential")
 # A name that marks the value after `=`/`:` as a secret, matched from its keyword on.
 _NAME = (
     r"(?i:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credential|(?:account|storage)[_-]?key|auth[_-]?key)[A-Za-z0-9_.-]*"
-)
+    r"|credential|(?:account|storage)[_-]?key|auth[_-]?key)[A-Za-z0-9_.-]{0,40}"
+)  # the bounded tail keeps matching linear: `[..]*` backtracked over long runs (quadratic)
 
 # (kind, pattern, lower-case triggers). Order matters: specific token formats first.
 _PATTERNS: list[tuple[str, str, tuple[str, ...]]] = [
     (
         "private_key",
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[^\"]*?-----END [A-Z0-9 ]*PRIVATE KEY"
-        r"(?: BLOCK)?-----",
+        # The body stops at the next "-----" or the end of the JSON string (escapes taken whole),
+        # so each BEGIN scans only its own block: a lazy scan to a distant END was quadratic.
+        # A BEGIN without an END (a key cut short) is hidden up to the end of the string.
+        r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[^\"\\-]|\\.|-(?!----))*"
+        r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
         ("private key",),
     ),
     ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", ("sk-",)),

@@ -94,7 +94,7 @@ class Tracker:
         with self._lock:
             for e in events:
                 app = m.cap_app(e.source_app)
-                self._child(m.events, e.hook_event, app).inc()
+                self._child(m.events, m.cap_hook(e.hook_event), app).inc()
                 if e.spool_dropped:
                     m.spool_dropped.inc(e.spool_dropped)
                 if e.hook_event == "AlertNotification":

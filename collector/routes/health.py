@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.auth import check_token
@@ -54,7 +55,10 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get(
-    "/metrics", summary="Prometheus exposition", responses={401: {"description": "Bad token"}}
+    "/metrics",
+    summary="Prometheus exposition",
+    response_class=PlainTextResponse,
+    responses={401: {"description": "Bad token"}},
 )
 async def metrics(request: Request) -> Response:
     c = ctx(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,8 +20,10 @@ from collector.body import (
 )
 from collector.context import AppContext, ctx
 from collector.responses import json_response
+from collector.settings import Settings
 
 router = APIRouter(tags=["ingest"])
+OFFLOAD_BYTES = 1024 * 1024
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON"},
@@ -68,14 +71,10 @@ async def post_hook(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post(
-    "/v1/events",
-    responses={**ERRORS, 409: {"description": "The single event posted is a duplicate (success)"}},
-    summary="Hook script envelopes: one object, a JSON array, or NDJSON",
-)
-async def post_events(request: Request) -> Response:
-    c = ctx(request)
-    body, kind = await authorized_body(request, c, JSON_TYPES + NDJSON_TYPES)
+def _decode(
+    body: bytes, kind: str, settings: Settings
+) -> tuple[bool, list[ev.Event], list[dict[str, Any]]]:
+    """(single object?, valid events, rejected items with index and reason)."""
     received = ev.now_ms()
     single = False
     items: list[Any]
@@ -91,11 +90,11 @@ async def post_events(request: Request) -> Response:
             raise BadRequest(
                 422, "invalid_event", "body must be an event object or an array of them"
             )
-    if len(items) > c.settings.max_batch_events:
+    if len(items) > settings.max_batch_events:
         raise BadRequest(
             413,
             "too_large",
-            f"{len(items)} events in one batch; at most {c.settings.max_batch_events}",
+            f"{len(items)} events in one batch; at most {settings.max_batch_events}",
         )
     good: list[ev.Event] = []
     rejected: list[dict[str, Any]] = []
@@ -103,9 +102,26 @@ async def post_events(request: Request) -> Response:
         try:
             if isinstance(item, BadRequest):
                 raise ev.InvalidEvent(item.message)
-            good.append(ev.from_envelope(item, received, c.settings))
+            good.append(ev.from_envelope(item, received, settings))
         except ev.InvalidEvent as exc:
             rejected.append({"index": index, "reason": str(exc)})
+    return single, good, rejected
+
+
+@router.post(
+    "/v1/events",
+    responses={**ERRORS, 409: {"description": "The single event posted is a duplicate (success)"}},
+    summary="Hook script envelopes: one object, a JSON array, or NDJSON",
+)
+async def post_events(request: Request) -> Response:
+    c = ctx(request)
+    body, kind = await authorized_body(request, c, JSON_TYPES + NDJSON_TYPES)
+    # A large body takes a while to decode and redact: off the event loop, so health checks and
+    # other clients are still served meanwhile.
+    if len(body) > OFFLOAD_BYTES:
+        single, good, rejected = await asyncio.to_thread(_decode, body, kind, c.settings)
+    else:
+        single, good, rejected = _decode(body, kind, c.settings)
     if single and rejected:
         raise BadRequest(422, "invalid_event", rejected[0]["reason"])
     if rejected:

@@ -38,11 +38,17 @@ _MARKERS = (
     "auth",
     "credential",
     "://",
+    "aiza",
+    "glpat-",
+    "_live_",
+    "_test_",
+    "npm_",
+    "hf_",
 )
 
 _SECRET_KEY = (
     r"(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|client[_-]?secret|auth[_-]?token)"
+    r"|client[_-]?secret|auth[_-]?token|(?:account|storage)[_-]?key)"
 )
 
 _PATTERNS: Optional[List[Tuple[Pattern[str], str]]] = None
@@ -66,13 +72,21 @@ def _compile() -> List[Tuple[Pattern[str], str]]:
             (r"\bgh[pousr]_[A-Za-z0-9]{30,}", "[REDACTED:github-token]"),
             (r"\bgithub_pat_[A-Za-z0-9_]{20,}", "[REDACTED:github-token]"),
             (r"\bxox[abposr]-[A-Za-z0-9-]{8,}", "[REDACTED:slack-token]"),
+            (r"\bglpat-[A-Za-z0-9_-]{20,}", "[REDACTED:gitlab-token]"),
+            (r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+", "[REDACTED:slack-webhook]"),
+            (r"\bAIza[0-9A-Za-z_-]{35}", "[REDACTED:google-api-key]"),
+            (r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", "[REDACTED:stripe-key]"),
+            (r"\bnpm_[A-Za-z0-9]{36}", "[REDACTED:npm-token]"),
+            (r"\bhf_[A-Za-z0-9]{30,}", "[REDACTED:huggingface-token]"),
             (r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "[REDACTED:jwt]"),
             (r"(?i)\b(bearer|token)(\s+)[A-Za-z0-9._~+/-]{12,}=*", r"\1\2" + REDACTED),
             # user:password@ in URLs
             (r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@", r"\1" + REDACTED + "@"),
             # password=..., "api_key": "...", export AWS_SECRET_ACCESS_KEY=...
             (
-                r"(?i)\b((?:[a-z0-9]+[_-])*" + _SECRET_KEY + r")"
+                # No `\b(?:[a-z0-9]+[_-])*` before the key word: it backtracked quadratically
+                # over runs like "a-b_a-b_..."; the name's prefix stays in the text unmatched.
+                r"(?i)(" + _SECRET_KEY + r")"
                 r"(\\?[\"']?\s*[:=]\s*\\?[\"']?)([^\s\"'\\&,;]{3,})",
                 r"\1\2" + REDACTED,
             ),

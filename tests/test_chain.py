@@ -1,0 +1,244 @@
+"""The whole chain under load and faults: the real hook script -> a live collector -> its OTLP
+relay -> a real OTLP/gRPC receiver.
+
+Thousands of hook runs (a few in parallel) while, in turn: the collector is SIGKILLed and
+restarted on the same port and database (twice), the receiver is down for a while, the store's
+file system fills up, the receiver is slow. Afterwards every event handed to the hook is stored
+exactly once and was exported at least once. The counts are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.support.otlp_receiver import GrpcReceiver
+from tests.support.procs import REPO, Proc, free_port, start_collector, wait_until
+
+HOOK = REPO / "hooks" / "agentwatch_hook.py"
+EVENTS = int(os.environ.get("AGENTWATCH_CHAIN_EVENTS", "2000"))
+PARALLEL = 4
+SECONDS = float(os.environ.get("AGENTWATCH_CHAIN_SECONDS", "30"))  # paced: faults need load
+
+
+@contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A size-limited tmpfs (root only): the store's disk can then really fill up."""
+    path.mkdir(parents=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {done.stderr.decode()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """Take every free byte of path's file system."""
+    filler = path / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for block in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:  # ENOSPC: go on with smaller writes
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+class Chain:
+    def __init__(self, tmp: Path, data: Path) -> None:
+        self.tmp = tmp
+        self.receiver = GrpcReceiver().start()
+        self.port = free_port()
+        self.db = data / "agentwatch.db"
+        self.env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.receiver.endpoint,
+            "AGENTWATCH_RELAY_BACKOFF_BASE_SECONDS": "0.2",
+            "AGENTWATCH_RELAY_BACKOFF_MAX_SECONDS": "1",
+            "AGENTWATCH_RELAY_BREAKER_COOLDOWN_SECONDS": "1",
+            "AGENTWATCH_RELAY_TIMEOUT_SECONDS": "5",
+            "AGENTWATCH_INTEGRITY_CHECK": "off",
+        }
+        self.collector: Proc = self.start()
+        self.hook_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AGENTWATCH_", "OTEL_"))},
+            "AGENTWATCH_URL": f"http://127.0.0.1:{self.port}",
+            "AGENTWATCH_SPOOL_DIR": str(tmp / "spool"),
+            "AGENTWATCH_SOURCE_APP": "chain",
+        }
+        self.done = 0
+        self.began = time.monotonic()
+        self.log: list[str] = []
+
+    def start(self) -> Proc:
+        return start_collector(self.tmp, self.env, port=self.port, db=self.db)
+
+    def note(self, what: str) -> None:
+        self.log.append(f"after {self.done} hook runs: {what}")
+        print(self.log[-1], flush=True)
+
+    def hook(self, i: int, session: str) -> None:
+        delay = self.began + i * SECONDS / EVENTS - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        event = {
+            "session_id": session,
+            "transcript_path": "/nonexistent.jsonl",
+            "cwd": "/home/dev/chain",
+            "hook_event_name": "PreToolUse",
+            "tool_name": "Bash",
+            "tool_use_id": f"toolu_chain_{i:06d}",
+            "tool_input": {"command": f"echo {i}"},
+        }
+        subprocess.run(
+            [sys.executable, "-S", str(HOOK)],
+            input=orjson.dumps(event),
+            env=self.hook_env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        self.done += 1
+
+    def flush(self) -> None:
+        subprocess.run(
+            [sys.executable, "-S", str(HOOK), "--flush"],
+            env=self.hook_env,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+
+    def stored(self) -> dict[str, tuple[int, str]]:
+        """tool_use_id -> (rows, event_id) for the chain's events."""
+        with sqlite3.connect(self.db) as conn:
+            rows = conn.execute(
+                "SELECT tool_use_id, count(*), min(event_id) FROM events "
+                "WHERE tool_use_id LIKE 'toolu_chain_%' GROUP BY tool_use_id"
+            ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def faults(chain: Chain, data: Path) -> list[tuple[float, Callable[[], None]]]:
+    """(share of the hook runs done, fault) in the order they happen."""
+    state: dict[str, Path] = {}
+
+    def kill_and_restart() -> None:
+        chain.collector.kill()
+        chain.note("collector SIGKILLed")
+        time.sleep(0.5)
+        chain.collector = chain.start()
+        chain.note("collector restarted on the same port and database")
+
+    def receiver_down() -> None:
+        chain.receiver.stop()
+        chain.note("receiver down")
+
+    def receiver_up() -> None:
+        chain.receiver.start()
+        chain.note("receiver up")
+
+    def disk_full() -> None:
+        state["filler"] = fill(data)
+        chain.note(f"store's file system full ({shutil.disk_usage(data).free} bytes free)")
+        # The hook's flusher may be backing off after the outages: make sure writes hit the
+        # full disk now (one more event, then the hook's own immediate flush).
+        chain.hook(EVENTS, "chain-disk-full")
+        chain.flush()
+
+    def disk_freed() -> None:
+        state["filler"].unlink()
+        chain.note("store's file system freed")
+
+    def slow_receiver() -> None:
+        chain.receiver.rec.delay = 0.3
+        chain.note("receiver slow (0.3 s per export)")
+
+    def fast_receiver() -> None:
+        chain.receiver.rec.delay = 0.0
+        chain.note("receiver fast again")
+
+    return [
+        (0.15, kill_and_restart),
+        (0.25, receiver_down),
+        (0.35, kill_and_restart),
+        (0.45, receiver_up),
+        (0.55, disk_full),
+        (0.65, disk_freed),
+        (0.75, slow_receiver),
+        (0.90, fast_receiver),
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_every_event_is_stored_once_and_exported_under_faults(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "data", "64m") as data:
+        chain = Chain(tmp_path, data)
+        try:
+            plan = faults(chain, data)
+            sessions = ["chain-" + uuid.uuid4().hex[:8] for _ in range(8)]
+            stop = threading.Event()
+
+            def injector() -> None:
+                for share, fault in plan:
+                    # Once the load is over, the remaining faults (and recoveries) run at once.
+                    while chain.done < share * EVENTS and not stop.is_set():
+                        time.sleep(0.05)
+                    fault()
+
+            inject = threading.Thread(target=injector, daemon=True)
+            chain.began = time.monotonic()
+            inject.start()
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                list(pool.map(lambda i: chain.hook(i, sessions[i % 8]), range(EVENTS)))
+            stop.set()
+            inject.join()
+            assert chain.log[-1].endswith("receiver fast again"), chain.log  # every fault ran
+            chain.flush()  # the hook's own replay of whatever is still spooled
+            stored = chain.stored()
+            want = {f"toolu_chain_{i:06d}" for i in range(EVENTS + 1)}  # + the disk-full one
+            ids = {event_id for _, event_id in stored.values()}
+            wait_until(lambda: ids <= chain.receiver.rec.event_ids(), 120, "every event exported")
+            exported = chain.receiver.rec.event_ids()
+            twice = sum(1 for n, _ in stored.values() if n > 1)
+            print(
+                f"hook runs {EVENTS + 1}, stored {len(stored)} (more than once: {twice}), "
+                f"exported {len(ids & exported)} (receiver got {len(chain.receiver.rec.logs)} "
+                f"log records in {chain.receiver.rec.requests} requests)"
+            )
+            assert set(stored) == want
+            assert twice == 0
+            assert ids <= exported
+            logs = chain.collector.logs()
+            assert "store write failed" in logs, "the full disk never refused a write"
+            assert "gRPC export failed" in logs, "the receiver outage never failed an export"
+            assert list((tmp_path / "spool" / "events").glob("*.json")) == []
+            ready = httpx.get(chain.collector.url + "/readyz", timeout=5)
+            assert ready.status_code == 200, ready.text
+        finally:
+            chain.collector.stop()
+            chain.receiver.stop()
