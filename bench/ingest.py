@@ -26,7 +26,13 @@ from bench.common import Figure, say
 from bench.workload import events as make_events
 from collector.events import from_envelope
 from collector.settings import Settings
-from collector.store import _INSERT_EVENT, MIGRATIONS, _statements, event_row
+from collector.store import (
+    _INSERT_EVENT,
+    MIGRATIONS,
+    _statements,
+    configure_writer,
+    event_row,
+)
 from tests.support.procs import start_collector
 
 BATCH = 500
@@ -38,8 +44,7 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
     now = int(time.time() * 1000)
     rows = [event_row(from_envelope(env, now, settings)) for env in envelopes]
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    configure_writer(conn, synchronous)  # the store's own pragmas: the same cache, WAL, sync
     for migration in MIGRATIONS:  # the collector's own schema and indexes
         for stmt in _statements(migration):
             conn.execute(stmt)
