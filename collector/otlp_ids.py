@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure"})
 
 
+# Cached: the same session and agent ids come back for every event of a session.
+@lru_cache(maxsize=16384)
 def trace_id(session_id: str) -> bytes:
     """A session is one trace: the first 16 bytes of sha256(session id)."""
     return _nonzero(hashlib.sha256(b"agentwatch/trace/" + session_id.encode()).digest()[:16])
 
 
+@lru_cache(maxsize=65536)
 def span_id(session_id: str, kind: str, key: str) -> bytes:
     """kind is agent (key: agent id; the main agent's id is the session id), turn or tool."""
     raw = f"agentwatch/span/{session_id}/{kind}/{key}".encode()

@@ -32,14 +32,22 @@ def attrs_of(kvs: Any) -> dict[str, Any]:
 
 @dataclass
 class Recorder:
-    """What a receiver accepted, plus the knobs that make it fail or stall."""
+    """What a receiver accepted, plus the knobs that make it fail or stall.
 
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    spans: list[dict[str, Any]] = field(default_factory=list)
+    Requests are kept as received and flattened into dicts only when `logs`/`spans` are read:
+    flattening while answering would make the relay wait on this test process's Python, and
+    the relay benchmark would measure the receiver instead of the relay.
+    """
+
+    _logs: list[dict[str, Any]] = field(default_factory=list)
+    _spans: list[dict[str, Any]] = field(default_factory=list)
+    _raw_logs: list[logs_service_pb2.ExportLogsServiceRequest] = field(default_factory=list)
+    _raw_spans: list[trace_service_pb2.ExportTraceServiceRequest] = field(default_factory=list)
     requests: int = 0
     fail: bool = False  # answer every export with an error
     delay: float = 0.0  # seconds to stall before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _flat_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gate(self) -> bool:
         """Apply the delay; True when this request must fail."""
@@ -48,6 +56,35 @@ class Recorder:
         return self.fail
 
     def add_logs(self, req: logs_service_pb2.ExportLogsServiceRequest) -> None:
+        with self.lock:
+            self.requests += 1
+            self._raw_logs.append(req)
+
+    def add_spans(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self.lock:
+            self.requests += 1
+            self._raw_spans.append(req)
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        with self._flat_lock:  # the receiving threads only wait for the short swap below
+            with self.lock:
+                raw, self._raw_logs = self._raw_logs, []
+            for req in raw:
+                self._logs += self._flat_logs(req)
+            return self._logs
+
+    @property
+    def spans(self) -> list[dict[str, Any]]:
+        with self._flat_lock:
+            with self.lock:
+                raw, self._raw_spans = self._raw_spans, []
+            for req in raw:
+                self._spans += self._flat_spans(req)
+            return self._spans
+
+    @staticmethod
+    def _flat_logs(req: logs_service_pb2.ExportLogsServiceRequest) -> list[dict[str, Any]]:
         out = []
         for rl in req.resource_logs:
             resource = attrs_of(rl.resource.attributes)
@@ -67,11 +104,10 @@ class Recorder:
                             "span_id": r.span_id.hex(),
                         }
                     )
-        with self.lock:
-            self.requests += 1
-            self.logs += out
+        return out
 
-    def add_spans(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+    @staticmethod
+    def _flat_spans(req: trace_service_pb2.ExportTraceServiceRequest) -> list[dict[str, Any]]:
         out = []
         for rs in req.resource_spans:
             resource = attrs_of(rs.resource.attributes)
@@ -91,13 +127,10 @@ class Recorder:
                             "attributes": attrs_of(s.attributes),
                         }
                     )
-        with self.lock:
-            self.requests += 1
-            self.spans += out
+        return out
 
     def event_ids(self) -> set[str]:
-        with self.lock:
-            return {r["attributes"]["agentwatch.event_id"] for r in self.logs}
+        return {r["attributes"]["agentwatch.event_id"] for r in self.logs}
 
 
 class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
