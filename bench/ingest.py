@@ -30,6 +30,7 @@ from collector.store import (
     _INSERT_EVENT,
     MIGRATIONS,
     _statements,
+    checkpoint_until,
     configure_writer,
     event_row,
 )
@@ -45,15 +46,20 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
     rows = [event_row(from_envelope(env, now, settings)) for env in envelopes]
     conn = sqlite3.connect(db, isolation_level=None)
     configure_writer(conn, synchronous)  # the store's own pragmas: the same cache, WAL, sync
+    stop = threading.Event()  # ... and the same background checkpoints
+    checkpointer = threading.Thread(target=checkpoint_until, args=(db, stop))
     for migration in MIGRATIONS:  # the collector's own schema and indexes
         for stmt in _statements(migration):
             conn.execute(stmt)
+    checkpointer.start()
     started = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         conn.execute("BEGIN")
         conn.executemany(_INSERT_EVENT, rows[i : i + BATCH])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
+    stop.set()
+    checkpointer.join()
     conn.close()
     return len(rows) / elapsed
 

@@ -199,22 +199,12 @@ class Store:
         self._writer = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._writer.start()
         self._stop_checkpoints.clear()
-        threading.Thread(target=self._checkpoints, name="store-checkpointer", daemon=True).start()
-
-    def _checkpoints(self) -> None:
-        """Copy the WAL into the database from a thread of its own (PASSIVE: it never blocks the
-        writer). With SQLite's automatic checkpoints the commit that crosses the threshold does
-        this work, fsync included, while every request behind it waits: a latency tail."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        try:
-            while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:
-                    log.warning("checkpoint failed: %s", exc)
-        finally:
-            conn.close()
+        threading.Thread(
+            target=checkpoint_until,
+            args=(self.path, self._stop_checkpoints),
+            name="store-checkpointer",
+            daemon=True,
+        ).start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -628,6 +618,23 @@ class Store:
         )
 
 
+def checkpoint_until(path: Path, stop: threading.Event) -> None:
+    """Copy the WAL into the database from a thread of its own (PASSIVE: it never blocks the
+    writer) until `stop` is set. With SQLite's automatic checkpoints the commit that crosses the
+    threshold does this work, fsync included, while every request behind it waits: a latency tail.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    try:
+        while not stop.wait(CHECKPOINT_SECONDS):
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("checkpoint failed: %s", exc)
+    finally:
+        conn.close()
+
+
 def configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
     """The write connection's pragmas (also used by the benchmark's raw-insert baseline)."""
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
@@ -636,7 +643,7 @@ def configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA cache_size = -32768")
     conn.execute("PRAGMA journal_size_limit = 67108864")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")  # Store._checkpoints does it off the commit path
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoint_until() does it off the commit path
 
 
 def event_row(e: Event) -> tuple[Any, ...]:
