@@ -37,11 +37,17 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class HmacVerifier:
-    """Checks signed bodies: a timestamp inside the window, and each signature used once."""
+    """Checks signed bodies: a timestamp inside the window, and each signature used once.
+
+    Used signatures are remembered in memory only, so a signature made before this process
+    started is refused too: otherwise a request captured just before a restart could be
+    replayed right after it. Our hook signs when it sends, so its retries are unaffected.
+    """
 
     def __init__(self, secret: str, window_seconds: int = 300) -> None:
         self.secret = secret
         self.window = window_seconds
+        self.started = int(time.time())
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -55,6 +61,8 @@ class HmacVerifier:
         now = time.time()
         if abs(now - ts) > self.window:
             raise Unauthorized("signature timestamp outside the replay window")
+        if ts < self.started:
+            raise Unauthorized("signature made before the collector started; sign again")
         expected = sign(self.secret, timestamp, body)
         if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
             raise Unauthorized("invalid signature")

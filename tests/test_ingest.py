@@ -319,3 +319,18 @@ def test_alert_webhook_takes_the_token_but_no_signature(make_harness: Any) -> No
     # Hook ingest still needs the signature.
     r = h.post("/v1/events", envelope(), authorization="Bearer am-token-123")
     assert r.status_code == 401 and "Signature" in r.json()["error"]
+
+
+def test_signatures_made_before_the_collector_started_are_refused(make_harness: Any) -> None:
+    # Used signatures live in memory: one captured before a restart must not replay after it.
+    h = make_harness(hmac_secret="hmac-key")
+    body = orjson.dumps(envelope())
+    before = str(int(time.time()) - 5)  # inside the window, but older than this collector
+    headers = {
+        "content-type": "application/json",
+        "x-agentwatch-timestamp": before,
+        "x-agentwatch-signature": sign("hmac-key", before, body),
+    }
+    r = h.client.post("/v1/events", content=body, headers=headers)
+    assert r.status_code == 401 and "before the collector started" in r.json()["error"]
+    assert count(h) == 0
