@@ -29,7 +29,7 @@ import httpx
 import psutil
 
 from bench.common import Figure, percentile, say
-from bench.workload import session_events
+from bench.workload import envelope, session_events
 from collector.events import Event, from_envelope
 from collector.settings import Settings
 from collector.store import Store
@@ -50,19 +50,7 @@ def _subagent_block(session: str, ts: int, app: str) -> list[dict[str, Any]]:
     def add(hook: str, payload: dict[str, Any], **extra: Any) -> None:
         nonlocal ts
         ts += 40
-        body = {"session_id": session, "hook_event_name": hook, "cwd": f"/home/dev/{app}"}
-        out.append(
-            {
-                "event_id": str(uuid.uuid4()),
-                "ts": ts,
-                "source_app": app,
-                "machine_id": "bench-machine",
-                "session_id": session,
-                "hook_event": hook,
-                "payload": {**body, **payload},
-                **extra,
-            }
-        )
+        out.append(envelope(session, hook, ts, app, payload, **extra))
 
     tasks = [f"toolu_task{i}_{uuid.uuid4().hex[:16]}" for i in range(2)]
     agents = [f"agent-{uuid.uuid4().hex[:16]}" for _ in range(2)]

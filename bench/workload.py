@@ -10,6 +10,23 @@ TOOLS = ["Bash", "Read", "Edit", "Grep", "Glob", "Write", "WebFetch", "Task"]
 _OUTPUT = "\n".join(f"src/module_{i}.py:{i * 7}: def handler_{i}(request): ..." for i in range(20))
 
 
+def envelope(
+    session: str, hook: str, ts: int, app: str, payload: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """One hook-script envelope of a session, its payload as Claude Code would give it."""
+    body = {"session_id": session, "hook_event_name": hook, "cwd": f"/home/dev/{app}"}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "ts": ts,
+        "source_app": app,
+        "machine_id": "bench-machine",
+        "session_id": session,
+        "hook_event": hook,
+        "payload": {**body, **payload},
+        **extra,
+    }
+
+
 def session_events(
     session: str, n: int, start_ms: int, app: str = "bench-app"
 ) -> list[dict[str, Any]]:
@@ -21,20 +38,8 @@ def session_events(
     def env(hook: str, payload: dict[str, Any], **extra: Any) -> None:
         nonlocal ts
         ts += rnd.randint(50, 4000)
-        base = {"session_id": session, "hook_event_name": hook, "cwd": f"/home/dev/{app}"}
-        base["transcript_path"] = f"/home/dev/.claude/projects/{app}/{session}.jsonl"
-        out.append(
-            {
-                "event_id": str(uuid.uuid4()),
-                "ts": ts,
-                "source_app": app,
-                "machine_id": "bench-machine",
-                "session_id": session,
-                "hook_event": hook,
-                "payload": {**base, **payload},
-                **extra,
-            }
-        )
+        transcript = {"transcript_path": f"/home/dev/.claude/projects/{app}/{session}.jsonl"}
+        out.append(envelope(session, hook, ts, app, {**transcript, **payload}, **extra))
 
     env("SessionStart", {"source": "startup", "model": "claude-sonnet-4-5"})
     while len(out) < n - 2:
