@@ -28,11 +28,10 @@ from collector.events import from_envelope
 from collector.settings import Settings
 from collector.store import (
     _INSERT_EVENT,
-    MIGRATIONS,
-    _statements,
     checkpoint_until,
     configure_writer,
     event_row,
+    migrate,
 )
 from tests.support.procs import start_collector
 
@@ -48,9 +47,7 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
     configure_writer(conn, synchronous)  # the store's own pragmas: the same cache, WAL, sync
     stop = threading.Event()  # ... and the same background checkpoints
     checkpointer = threading.Thread(target=checkpoint_until, args=(db, stop))
-    for migration in MIGRATIONS:  # the collector's own schema and indexes
-        for stmt in _statements(migration):
-            conn.execute(stmt)
+    migrate(conn, db)  # the collector's own schema and indexes
     checkpointer.start()
     started = time.perf_counter()
     for i in range(0, len(rows), BATCH):

@@ -99,11 +99,17 @@ def _templates(now_ms: int) -> list[tuple[str, list[Event]]]:
 
 
 def _clone(tmpl_sid: str, events: list[Event], sid: str, start: int) -> list[Event]:
-    """The template session under a new session id: fresh ids, shifted times, same content."""
+    """The template session under a new session id: fresh ids (of the same lengths, in the
+    columns and in the payloads alike), shifted times, same content."""
     shift = start - events[0].ts
     suffix = sid[-12:]
     out = []
     for e in events:
+        payload = e.payload.replace(tmpl_sid, sid)
+        tool_use_id = e.tool_use_id
+        if tool_use_id:
+            tool_use_id = tool_use_id[:-12] + suffix
+            payload = payload.replace(e.tool_use_id, tool_use_id)
         out.append(
             dataclasses.replace(
                 e,
@@ -113,8 +119,8 @@ def _clone(tmpl_sid: str, events: list[Event], sid: str, start: int) -> list[Eve
                 session_id=sid,
                 agent_id=sid if e.agent_id == tmpl_sid else e.agent_id,
                 parent_agent_id=sid if e.parent_agent_id == tmpl_sid else e.parent_agent_id,
-                tool_use_id=f"{e.tool_use_id}{suffix}" if e.tool_use_id else None,
-                payload=e.payload.replace(tmpl_sid, sid),
+                tool_use_id=tool_use_id,
+                payload=payload,
             )
         )
     return out

@@ -150,13 +150,17 @@ def prepare_payload(payload: dict[str, Any], settings: Settings) -> str:
     return capped
 
 
+def input_digest(tool_input: Any) -> str:
+    """64 bits of hash of a tool input, key order aside (the store keeps it for loop queries)."""
+    return hashlib.blake2b(
+        orjson.dumps(tool_input, option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
+
+
 def _input_hash(tool_name: str | None, payload: dict[str, Any]) -> str | None:
     if not tool_name or "tool_input" not in payload:
         return None
-    digest = hashlib.blake2b(
-        orjson.dumps(payload["tool_input"], option=orjson.OPT_SORT_KEYS), digest_size=8
-    ).hexdigest()
-    return f"{tool_name}:{digest}"
+    return f"{tool_name}:{input_digest(payload['tool_input'])}"
 
 
 def outcome_of(hook_event: str, payload: dict[str, Any]) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 
 from collector import otlp_ids
+from collector.events import TOOL_END_EVENTS
+from collector.payloads import AGENT_TYPE, EVENT_SELECT, PAYLOAD_TEXT
 
 RANGE_PRESETS = {"5m": 300_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000}
 RANGE_PRESETS.update({"7d": 7 * 86_400_000, "30d": 30 * 86_400_000})
@@ -46,7 +48,7 @@ EVENT_COLUMNS = (
     "usage",
     "payload",
 )
-_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_SELECT_EVENTS = f"SELECT {EVENT_SELECT} FROM events"  # EVENT_COLUMNS, unpacked
 _SESSION_COLUMNS = (
     "session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events, tool_calls, "
     "errors, prompts, subagents, tokens, cost_usd"
@@ -136,7 +138,7 @@ class EventFilter:
         for column, value in (
             ("source_app", self.source_app),
             ("session_id", self.session_id),
-            ("agent_id", self.agent_id),
+            ("coalesce(agent_id, session_id)", self.agent_id),  # NULL is the main agent
             ("hook_event", self.hook_event),
             ("tool_name", self.tool_name),
             ("outcome", self.outcome),
@@ -151,9 +153,9 @@ class EventFilter:
             clauses.append("ts < ?")
             args.append(self.end)
         if self.q is not None:
-            # The payload is the redacted JSON text; LIKE is case-insensitive for ASCII.
+            # Over the redacted JSON text, unpacked; LIKE is case-insensitive for ASCII.
             escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("payload LIKE ? ESCAPE '\\'")
+            clauses.append(f"{PAYLOAD_TEXT} LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
         return clauses, args
 
@@ -385,15 +387,16 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
     agents: dict[str, _Agent] = {session_id: _Agent(session_id, "main", None)}
     starts: list[tuple[int, int, str, str]] = []  # (ts, seq, agent_id, agent_type)
     launches: dict[str, list[tuple[int, int, str, str | None]]] = {}  # parent -> Task calls
+    calls: dict[str, dict[str, Any]] = {}
+    call_agents: dict[str, str] = {}
     rows = conn.execute(
-        "SELECT seq, ts, agent_id, parent_agent_id, agent_type, hook_event, tool_name, "
-        "tool_use_id, CASE WHEN hook_event = 'PreToolUse' AND tool_name IN ('Task', 'Agent') "
-        "THEN json_extract(payload, '$.tool_input.subagent_type') END "
+        f"SELECT seq, ts, coalesce(agent_id, session_id), parent_agent_id, {AGENT_TYPE}, hook_event, "
+        "tool_name, tool_use_id, outcome, CASE WHEN hook_event = 'PreToolUse' AND tool_name IN "
+        f"('Task', 'Agent') THEN json_extract({PAYLOAD_TEXT}, '$.tool_input.subagent_type') END "
         "FROM events WHERE session_id = ? ORDER BY ts, seq",
         (session_id,),
     ).fetchall()
-    for seq, ts, agent_id, parent, agent_type, hook, tool, tool_use_id, sub_type in rows:
-        aid = agent_id or session_id
+    for seq, ts, aid, parent, agent_type, hook, tool, tool_use_id, outcome, sub_type in rows:
         agent = agents.get(aid)
         if agent is None:
             agent = agents[aid] = _Agent(aid, agent_type or "unknown", parent or session_id)
@@ -405,23 +408,22 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
             starts.append((ts, seq, aid, agent.agent_type))
         elif hook == "PreToolUse" and tool in SUBAGENT_TOOLS and tool_use_id:
             launches.setdefault(aid, []).append((ts, seq, tool_use_id, sub_type))
-    calls: dict[str, dict[str, Any]] = {}
-    for tool_use_id, agent_id, tool, start, end, duration, outcome in conn.execute(
-        "SELECT tool_use_id, agent_id, tool_name, start_ts, end_ts, duration_ms, outcome "
-        "FROM tool_calls WHERE session_id = ? ORDER BY coalesce(start_ts, end_ts), tool_use_id",
-        (session_id,),
-    ):
-        aid = agent_id or session_id
-        call = {
-            "tool_use_id": tool_use_id,
-            "tool_name": tool,
-            "start": start,
-            "end": end,
-            "duration_ms": duration,
-            "outcome": outcome or ("running" if end is None else ""),
-            "span_id": span_id(session_id, "tool", tool_use_id),
-        }
-        calls[tool_use_id] = call
+        if tool_use_id and (hook == "PreToolUse" or hook in TOOL_END_EVENTS):
+            call = calls.get(tool_use_id)
+            if call is None:
+                call = calls[tool_use_id] = _call(session_id, tool_use_id, tool)
+                call_agents[tool_use_id] = aid
+            if hook == "PreToolUse":
+                call["start"] = ts
+            else:
+                call["end"], call["outcome"] = ts, outcome
+            call["tool_name"] = call["tool_name"] or tool
+    for call in sorted(calls.values(), key=lambda c: (_first(c), c["tool_use_id"])):
+        if call["start"] is not None and call["end"] is not None:
+            call["duration_ms"] = max(call["end"] - call["start"], 0)
+        elif call["end"] is None:
+            call["outcome"] = "running"
+        aid = call_agents[call["tool_use_id"]]
         agents.setdefault(aid, _Agent(aid, "unknown", session_id)).tool_calls.append(call)
     _match_launches(agents, starts, launches, calls)
     for agent in agents.values():
@@ -432,6 +434,22 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
         "trace_id": trace_id(session_id),
         "agent": _agent_json(agents, session_id, session_id),
     }
+
+
+def _call(session_id: str, tool_use_id: str, tool: str | None) -> dict[str, Any]:
+    return {
+        "tool_use_id": tool_use_id,
+        "tool_name": tool,
+        "start": None,
+        "end": None,
+        "duration_ms": None,
+        "outcome": "",
+        "span_id": span_id(session_id, "tool", tool_use_id),
+    }
+
+
+def _first(call: dict[str, Any]) -> int:
+    return int(call["start"] if call["start"] is not None else call["end"])
 
 
 def _match_launches(
@@ -513,21 +531,21 @@ def tool_stats(
 ) -> list[dict[str, Any]]:
     """Per tool, over calls that finished in [start, end): calls, errors, blocked, error rate and
     the mean, p50, p95, p99 of the duration (calls with both ends seen)."""
-    clauses = ["end_ts IS NOT NULL"]
+    # The end events carry the call's outcome and (once both ends are stored) its duration.
+    clauses = ["hook_event IN ('PostToolUse', 'PostToolUseFailure')"]
     args: list[Any] = []
     if start is not None:
-        clauses.append("end_ts >= ?")
+        clauses.append("ts >= ?")
         args.append(start)
     if end is not None:
-        clauses.append("end_ts < ?")
+        clauses.append("ts < ?")
         args.append(end)
     if source_app is not None:
-        clauses.append("session_id IN (SELECT session_id FROM sessions WHERE source_app = ?)")
+        clauses.append("source_app = ?")
         args.append(source_app)
     per_tool: dict[str, tuple[list[int], list[int]]] = {}
     for tool, duration, outcome in conn.execute(
-        f"SELECT tool_name, duration_ms, outcome FROM tool_calls WHERE {' AND '.join(clauses)}",
-        args,
+        f"SELECT tool_name, duration_ms, outcome FROM events WHERE {' AND '.join(clauses)}", args
     ):
         durations, counts = per_tool.setdefault(tool or "unknown", ([], [0, 0, 0]))
         counts[0] += 1
@@ -569,7 +587,7 @@ def tool_loops(
         args.append(end)
     # Time order straight from the (hook_event, ts) index (no sort); runs are tracked per agent.
     rows = conn.execute(
-        "SELECT session_id, agent_id, tool_name, ts, json_extract(payload, '$.tool_input') "
+        "SELECT session_id, agent_id, tool_name, ts, input_hash "
         f"FROM events WHERE {' AND '.join(clauses)} ORDER BY ts, seq",
         args,
     )

@@ -35,6 +35,7 @@ from collector.otlp_export import Exporter, RelayConfig, build_exporter
 from collector.otlp_ids import trace_context
 from collector.otlp_logs import add_log_record, put_attrs
 from collector.otlp_spans import Decoded, OpenSpan, SpanBuilder, add_span
+from collector.payloads import EVENT_SELECT
 from collector.store import Store
 
 __all__ = ["Relay", "RelayConfig", "trace_context"]
@@ -42,10 +43,6 @@ __all__ = ["Relay", "RelayConfig", "trace_context"]
 log = logging.getLogger("collector.relay")
 
 CURSOR_KEY = "relay_cursor"
-COLUMNS = (
-    "seq, event_id, ts, received_at, source_app, session_id, agent_id, agent_type, "
-    "hook_event, tool_name, tool_use_id, outcome, usage, payload"
-)
 RESOURCE = {
     "service.name": "agentwatch",
     "service.namespace": "agentwatch",
@@ -208,7 +205,7 @@ class Relay:
             cur = conn.cursor()
             cur.row_factory = sqlite3.Row
             rows = cur.execute(
-                f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {EVENT_SELECT} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (self.cursor, self.config.batch_events),
             ).fetchall()
         if not rows:
@@ -258,7 +255,7 @@ class Relay:
             cur = conn.cursor()
             cur.row_factory = sqlite3.Row
             rows = cur.execute(
-                f"SELECT {COLUMNS} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq",
+                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq",
                 (session_id, before_seq),
             ).fetchall()
         return (_decode(r) for r in rows)

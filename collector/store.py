@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from collector.events import TOOL_END_EVENTS, Event
+from collector import payloads
+from collector.events import TOOL_END_EVENTS, Event, input_digest
 from collector.pricing import cost_usd
 
 log = logging.getLogger("collector.store")
@@ -32,8 +33,65 @@ MAX_EVENTS_PER_TRANSACTION = 5000
 RETENTION_CHUNK = 5000
 CHECKPOINT_SECONDS = 0.5
 
+
+def _pack_rows(conn: sqlite3.Connection) -> None:
+    """Schema 2 (a third of the bytes): packed event ids and payloads (collector/payloads.py), the
+    main agent's id and type implied by NULLs, loop-detection hashes and durations on the events.
+
+    The tool_calls table (a tenth of the store, with its indexes) goes: the tree pairs calls from
+    the session's own events, statistics read durations from the end events, and only calls with
+    one end seen so far wait in open_calls."""
+    conn.create_function("aw_pack", 4, payloads.pack, deterministic=True)
+    conn.create_function("aw_pack_id", 1, payloads.pack_event_id, deterministic=True)
+    conn.create_function("aw_input_hash", 1, _input_hash_of_payload, deterministic=True)
+    for statement in _statements(_SCHEMA_2):
+        conn.execute(statement)
+
+
+_SCHEMA_2 = """
+ALTER TABLE events ADD COLUMN input_hash INTEGER;
+ALTER TABLE events ADD COLUMN duration_ms INTEGER;
+CREATE TABLE open_calls (
+    tool_use_id TEXT PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    end_seq INTEGER  -- NULL when the PreToolUse came first, else the seq of the end event
+) WITHOUT ROWID;
+INSERT INTO open_calls
+    SELECT tool_use_id, start_ts, NULL FROM tool_calls WHERE end_ts IS NULL AND start_ts IS NOT NULL;
+INSERT OR IGNORE INTO open_calls
+    SELECT e.tool_use_id, e.ts, e.seq FROM events e JOIN tool_calls t USING (tool_use_id)
+    WHERE t.start_ts IS NULL AND e.hook_event IN ('PostToolUse', 'PostToolUseFailure');
+UPDATE events SET
+    duration_ms = CASE WHEN hook_event IN ('PostToolUse', 'PostToolUseFailure') THEN
+        (SELECT duration_ms FROM tool_calls t WHERE t.tool_use_id = events.tool_use_id) END,
+    input_hash = CASE WHEN hook_event = 'PreToolUse' THEN aw_input_hash(payload) END,
+    event_id = aw_pack_id(event_id),
+    agent_id = nullif(agent_id, session_id),
+    agent_type = CASE WHEN parent_agent_id IS NULL AND agent_type = 'main' THEN NULL
+        ELSE agent_type END,
+    payload = aw_pack(payload, session_id, tool_use_id, source_app);
+DROP TABLE tool_calls
+"""
+
+
+def _input_hash_of_payload(payload: str) -> int | None:
+    """A stored (schema 1) payload's loop-detection hash; its tool_input is the redacted one."""
+    value = orjson.loads(payload)
+    if not isinstance(value, dict) or "tool_input" not in value:
+        return None
+    return stored_input_hash(input_digest(value["tool_input"]))
+
+
+def stored_input_hash(input_hash: str | None) -> int | None:
+    """An Event's input_hash ("tool:hex digest") as the signed 64-bit integer SQLite keeps in
+    8 bytes (the tool has a column of its own)."""
+    if input_hash is None:
+        return None
+    return int.from_bytes(bytes.fromhex(input_hash.rsplit(":", 1)[-1]), "big", signed=True)
+
+
 # Each entry migrates the schema from version i to i+1 (PRAGMA user_version).
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,24 +146,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sessions_app_last ON sessions(source_app, last_ts);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    _pack_rows,
 ]
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (event_id, ts, received_at, source_app, machine_id, session_id,
-    agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, usage, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, usage, payload,
+    input_hash, duration_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-_TOOL_START = """
-INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, start_ts) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (tool_use_id) DO UPDATE SET start_ts = excluded.start_ts,
-    duration_ms = CASE WHEN end_ts IS NOT NULL THEN max(end_ts - excluded.start_ts, 0) END
-"""
-_TOOL_END = """
-INSERT INTO tool_calls (tool_use_id, session_id, agent_id, tool_name, end_ts, outcome)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (tool_use_id) DO UPDATE SET end_ts = excluded.end_ts, outcome = excluded.outcome,
-    duration_ms = CASE WHEN start_ts IS NOT NULL THEN max(excluded.end_ts - start_ts, 0) END
-"""
+_DURATION = 16  # duration_ms's place in an event_row()
 _SESSION_UPSERT = """
 INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events,
     tool_calls, errors, prompts, subagents, tokens, cost_usd)
@@ -192,7 +242,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             configure_writer(conn, self.synchronous)
-            self._migrate(conn)
+            migrate(conn, self.path)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
         self._conn = conn
@@ -205,21 +255,6 @@ class Store:
             name="store-checkpointer",
             daemon=True,
         ).start()
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this collector "
-                f"({len(MIGRATIONS)}): upgrade the collector"
-            )
-        for target in range(version, len(MIGRATIONS)):
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _statements(MIGRATIONS[target]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {target + 1}")
-            conn.execute("COMMIT")
-            log.info("store migrated", extra={"schema_version": target + 1})
 
     def check_integrity(self, mode: str = "quick") -> str | None:
         """Run PRAGMA quick_check/integrity_check on a separate connection; None when ok."""
@@ -428,18 +463,18 @@ class Store:
 
     def _insert(self, writes: list[_Write]) -> tuple[list[list[bool]], list[Event]]:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
         events = [e for w in writes for e in w.events]
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        last_seq = row[0] if row else 0
-        before = conn.total_changes
-        conn.executemany(_INSERT_EVENT, map(event_row, events))
-        if conn.total_changes - before == len(events):
-            flags = [True] * len(events)  # the common case: no duplicates
-        else:
-            flags = self._new_flags(conn, events, last_seq)
-        new = [e for e, f in zip(events, flags, strict=True) if f]
-        self._pair_tools(conn, new)
+        flags = [True] * len(events)
+        new = events
+        conn.execute("BEGIN IMMEDIATE")
+        if not self._insert_new(conn, events):
+            # Some were stored before (a retry after a lost acknowledgement): start again with
+            # only the new ones, so seqs and tool-call pairs are worked out on what is inserted.
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            flags = self._new_flags(conn, events)
+            new = [e for e, f in zip(events, flags, strict=True) if f]
+            self._insert_new(conn, new)
         self._upsert_sessions(conn.cursor(), new)
         conn.execute("COMMIT")
         results: list[list[bool]] = []
@@ -450,58 +485,40 @@ class Store:
         return results, new
 
     @staticmethod
-    def _new_flags(conn: sqlite3.Connection, events: list[Event], last_seq: int) -> list[bool]:
-        """Which events this transaction inserted: rows with a seq above the one before it,
-        each claimed by the first event carrying its id (a repeat within the batch is a duplicate)."""
-        ids = list({e.event_id for e in events})
-        inserted: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+    def _insert_new(conn: sqlite3.Connection, events: list[Event]) -> bool:
+        """Insert events with their tool calls paired; False (and a transaction to roll back)
+        when some were already stored."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        first_seq = (row[0] if row else 0) + 1  # one writer: the rows get consecutive seqs
+        rows = [event_row(e) for e in events]
+        pairs = _ToolPairs(conn, events, rows, first_seq)
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENT, rows)
+        if conn.total_changes - before != len(events):
+            return False
+        pairs.save(conn)
+        return True
+
+    @staticmethod
+    def _new_flags(conn: sqlite3.Connection, events: list[Event]) -> list[bool]:
+        """Which events are not stored yet (a repeat within the batch is a duplicate too)."""
+        keys = [payloads.pack_event_id(e.event_id) for e in events]
+        unique = list(set(keys))
+        seen: set[bytes | str] = set()
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            inserted.update(
+            seen.update(
                 r[0]
                 for r in conn.execute(
-                    f"SELECT event_id FROM events WHERE seq > ? AND event_id IN ({marks})",
-                    (last_seq, *chunk),
+                    f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
                 )
             )
         flags = []
-        for e in events:
-            flags.append(e.event_id in inserted)
-            inserted.discard(e.event_id)
+        for key in keys:
+            flags.append(key not in seen)
+            seen.add(key)
         return flags
-
-    @staticmethod
-    def _pair_tools(conn: sqlite3.Connection, new: list[Event]) -> None:
-        """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come;
-        the event that completes a pair carries its duration (for the metrics)."""
-        starts, ends = [], []
-        for e in new:
-            if not e.tool_use_id:
-                continue
-            if e.hook_event == "PreToolUse":
-                starts.append((e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts))
-            elif e.hook_event in TOOL_END_EVENTS:
-                ends.append((e.tool_use_id, e.session_id, e.agent_id, e.tool_name, e.ts, e.outcome))
-        if not starts and not ends:
-            return
-        conn.executemany(_TOOL_START, starts)
-        conn.executemany(_TOOL_END, ends)
-        ids = list({t[0] for t in starts} | {t[0] for t in ends})
-        durations: dict[str, int] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            durations.update(
-                conn.execute(
-                    "SELECT tool_use_id, duration_ms FROM tool_calls "
-                    f"WHERE duration_ms IS NOT NULL AND tool_use_id IN ({marks})",
-                    chunk,
-                ).fetchall()
-            )
-        for e in reversed(new):  # the last end of a pair to arrive completes it
-            if e.tool_use_id is not None and e.tool_use_id in durations:
-                e.duration_ms = durations.pop(e.tool_use_id)
 
     @staticmethod
     def _upsert_sessions(cur: sqlite3.Cursor, new: list[Event]) -> None:
@@ -563,6 +580,7 @@ class Store:
             )
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA query_only = 1")
+            payloads.register(conn)
             self._local.conn = conn
         yield conn
 
@@ -575,7 +593,7 @@ class Store:
 
     # -- maintenance (on the writer thread) -------------------------------------------------
     def prune(self, cutoff_ms: int) -> int:
-        """Delete events (and their tool calls and sessions) older than cutoff; returns events deleted.
+        """Delete events (and their unpaired tool calls and sessions) older than cutoff; returns events deleted.
 
         Runs in chunks, each its own writer task, so ingest interleaves with a large prune.
         """
@@ -594,7 +612,7 @@ class Store:
                 break
 
         def rest(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM tool_calls WHERE coalesce(end_ts, start_ts) < ?", (cutoff_ms,))
+            c.execute("DELETE FROM open_calls WHERE ts < ?", (cutoff_ms,))
             c.execute("DELETE FROM sessions WHERE last_ts < ?", (cutoff_ms,))
 
         self.run_task(rest).result()
@@ -616,6 +634,27 @@ class Store:
                 (key, value),
             )
         )
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file's schema up to len(MIGRATIONS), one transaction per step."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this collector "
+            f"({len(MIGRATIONS)}): upgrade the collector"
+        )
+    for target in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        migration = MIGRATIONS[target]
+        if callable(migration):
+            migration(conn)
+        else:
+            for statement in _statements(migration):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target + 1}")
+        conn.execute("COMMIT")
+        log.info("store migrated", extra={"schema_version": target + 1})
 
 
 def checkpoint_until(path: Path, stop: threading.Event) -> None:
@@ -646,26 +685,93 @@ def configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoint_until() does it off the commit path
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
-    """The events-table row of an Event, in _INSERT_EVENT's column order."""
+def event_row(e: Event) -> list[Any]:
+    """The events-table row of an Event, in _INSERT_EVENT's column order (duration_ms is filled
+    in by the tool-call pairing)."""
     usage = orjson.dumps(e.usage).decode() if e.usage else None
-    return (
-        e.event_id,
+    return [
+        payloads.pack_event_id(e.event_id),
         e.ts,
         e.received_at,
         e.source_app,
         e.machine_id,
         e.session_id,
-        e.agent_id,
+        None if e.agent_id == e.session_id else e.agent_id,
         e.parent_agent_id,
-        e.agent_type,
+        None if e.agent_type == "main" and e.parent_agent_id is None else e.agent_type,
         e.hook_event,
         e.tool_name,
         e.tool_use_id,
         e.outcome,
         usage,
-        e.payload,
-    )
+        payloads.pack(e.payload, e.session_id, e.tool_use_id, e.source_app),
+        stored_input_hash(e.input_hash),
+        None,
+    ]
+
+
+class _ToolPairs:
+    """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come.
+
+    The end event's row carries the call's duration; the event that completes a pair carries it
+    too (for the metrics). A call with one end seen waits in open_calls. Worked out before the
+    insert (rows still editable); save() writes open_calls and earlier end rows afterwards.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, events: list[Event], rows: list[list[Any]], first_seq: int
+    ) -> None:
+        calls = [
+            (i, e)
+            for i, e in enumerate(events)
+            if e.tool_use_id and (e.hook_event == "PreToolUse" or e.hook_event in TOOL_END_EVENTS)
+        ]
+        self.before: dict[str, tuple[int, int | None]] = {}  # tool_use_id -> (ts, end_seq)
+        ids = list({e.tool_use_id for _, e in calls if e.tool_use_id})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for tid, ts, end_seq in conn.execute(
+                f"SELECT tool_use_id, ts, end_seq FROM open_calls WHERE tool_use_id IN ({marks})",
+                chunk,
+            ):
+                self.before[tid] = (ts, end_seq)
+        self.after: dict[str, tuple[int, int | None] | None] = dict(self.before)
+        self.stored_ends: list[tuple[int, int]] = []  # (duration, seq) of end rows stored before
+        for e in events:
+            e.duration_ms = None
+        for i, e in calls:
+            tid = e.tool_use_id
+            assert tid is not None
+            other = self.after.get(tid)
+            if e.hook_event == "PreToolUse":
+                end_seq = None if other is None else other[1]
+                if other is None or end_seq is None:
+                    self.after[tid] = (e.ts, None)
+                    continue
+                e.duration_ms = max(other[0] - e.ts, 0)
+                if end_seq >= first_seq:
+                    rows[end_seq - first_seq][_DURATION] = e.duration_ms
+                else:
+                    self.stored_ends.append((e.duration_ms, end_seq))
+            else:
+                if other is None or other[1] is not None:
+                    self.after[tid] = (e.ts, first_seq + i)
+                    continue
+                e.duration_ms = rows[i][_DURATION] = max(e.ts - other[0], 0)
+            self.after[tid] = None
+
+    def save(self, conn: sqlite3.Connection) -> None:
+        if self.stored_ends:
+            conn.executemany("UPDATE events SET duration_ms = ? WHERE seq = ?", self.stored_ends)
+        gone = [(t,) for t, v in self.after.items() if v is None and t in self.before]
+        if gone:
+            conn.executemany("DELETE FROM open_calls WHERE tool_use_id = ?", gone)
+        waiting = [
+            (t, *v) for t, v in self.after.items() if v is not None and v != self.before.get(t)
+        ]
+        if waiting:
+            conn.executemany("INSERT OR REPLACE INTO open_calls VALUES (?, ?, ?)", waiting)
 
 
 def _statements(script: str) -> list[str]:

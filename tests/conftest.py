@@ -67,9 +67,9 @@ class Harness:
         return self.client.post(path, content=json.dumps(body).encode(), headers=headers)
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        import sqlite3
+        from tests.support.db import connect
 
-        with sqlite3.connect(self.settings.db) as conn:
+        with connect(self.settings.db) as conn:
             return conn.execute(sql, args).fetchall()
 
 

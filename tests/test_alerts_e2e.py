@@ -10,7 +10,6 @@ make the test slow. Expressions, labels, routes and receivers are the shipped on
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.db import PAYLOAD_TEXT, connect
 from tests.support.procs import (
     REPO,
     Proc,
@@ -92,9 +92,10 @@ def firing(prom: Proc, alertname: str) -> bool:
 
 
 def stored_alert_payloads(db: Path, alertname: str) -> list[str]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with connect(db) as conn:
         rows = conn.execute(
-            "SELECT payload FROM events WHERE hook_event = 'AlertNotification' AND tool_name = ?",
+            f"SELECT {PAYLOAD_TEXT} FROM events "
+            "WHERE hook_event = 'AlertNotification' AND tool_name = ?",
             (alertname,),
         ).fetchall()
     return [r[0] for r in rows]

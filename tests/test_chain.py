@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.db import connect
 from tests.support.otlp_receiver import GrpcReceiver
 from tests.support.procs import REPO, Proc, free_port, start_collector, wait_until
 
@@ -134,9 +134,9 @@ class Chain:
 
     def stored(self) -> dict[str, tuple[int, str]]:
         """tool_use_id -> (rows, event_id) for the chain's events."""
-        with sqlite3.connect(self.db) as conn:
+        with connect(self.db) as conn:
             rows = conn.execute(
-                "SELECT tool_use_id, count(*), min(event_id) FROM events "
+                "SELECT tool_use_id, count(*), min(aw_event_id(event_id)) FROM events "
                 "WHERE tool_use_id LIKE 'toolu_chain_%' GROUP BY tool_use_id"
             ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}

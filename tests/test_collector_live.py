@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,14 +16,15 @@ import orjson
 import pytest
 
 from bench.workload import session_events
+from tests.support.db import connect
 from tests.support.procs import REPO, free_port, require_binary, start_collector
 
 pytestmark = pytest.mark.e2e
 
 
 def stored_ids(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        return [r[0] for r in conn.execute("SELECT event_id FROM events")]
+    with connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT aw_event_id(event_id) FROM events")]
 
 
 def post(url: str, events: list[dict[str, object]]) -> httpx.Response:

@@ -6,7 +6,6 @@ import http.server
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.db import PAYLOAD_TEXT, connect
 from tests.support.procs import REPO, free_port, start_collector, wait_until
 
 HOOK = REPO / "hooks" / "agentwatch_hook.py"
@@ -81,11 +81,11 @@ def stored(db: Path) -> list[tuple[Any, ...]]:
     """(event_id, ts, hook_event, agent_id, parent_agent_id, usage, payload) read-only."""
     if not db.exists():
         return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = connect(db)
     try:
         return conn.execute(
-            "SELECT event_id, ts, hook_event, agent_id, parent_agent_id, usage, payload"
-            " FROM events ORDER BY ts"
+            "SELECT aw_event_id(event_id), ts, hook_event, coalesce(agent_id, session_id),"
+            f" parent_agent_id, usage, {PAYLOAD_TEXT} FROM events ORDER BY ts"
         ).fetchall()
     finally:
         conn.close()

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from tests.conftest import Harness, envelope
+from tests.support.db import PAYLOAD_TEXT
 from tests.support.procs import Proc, start_collector, wait_until
 
 BODY_TIMEOUT = 1.0
@@ -321,7 +322,7 @@ def test_duplicate_keys_take_the_last_value_and_store_once(harness: Harness) -> 
     env = orjson.dumps(envelope(event_id=first))[:-1] + f',"event_id":"{last}"}}'.encode()
     r = harness.client.post("/v1/events", content=env, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
-    assert harness.rows("SELECT event_id FROM events") == [(last,)]
+    assert harness.rows("SELECT aw_event_id(event_id) FROM events") == [(last,)]
 
 
 def test_invalid_utf8_and_nul_in_ndjson_reject_only_their_line(harness: Harness) -> None:
@@ -385,5 +386,5 @@ def test_huge_string_is_capped_and_stored(make_harness: Any) -> None:
         "/v1/events", content=orjson.dumps(env), headers={"content-type": "application/json"}
     )
     assert r.status_code == 200, r.text
-    (payload,) = h.rows("SELECT payload FROM events")[0]
+    (payload,) = h.rows(f"SELECT {PAYLOAD_TEXT} FROM events")[0]
     assert len(payload) < 70_000 and "truncated" in payload

@@ -10,6 +10,7 @@ import pytest
 
 from collector.auth import sign
 from tests.conftest import Harness, envelope
+from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
 
 
 def count(h: Harness) -> int:
@@ -22,8 +23,8 @@ def test_single_envelope_is_stored_and_acknowledged(harness: Harness) -> None:
     assert r.status_code == 200
     assert r.json() == {"accepted": 1, "duplicate": 0, "rejected": []}
     row = harness.rows(
-        "SELECT event_id, session_id, agent_id, parent_agent_id, agent_type, hook_event, tool_name,"
-        " source_app FROM events"
+        "SELECT aw_event_id(event_id), session_id, coalesce(agent_id, session_id), parent_agent_id,"
+        f" {AGENT_TYPE}, hook_event, tool_name, source_app FROM events"
     )
     assert row == [
         (
@@ -92,7 +93,7 @@ def test_raw_hook_answers_204_with_empty_body(harness: Harness) -> None:
     r = harness.post("/v1/hooks", hook)
     assert r.status_code == 204
     assert r.content == b""
-    rows = harness.rows("SELECT source_app, hook_event, length(event_id) FROM events")
+    rows = harness.rows("SELECT source_app, hook_event, length(aw_event_id(event_id)) FROM events")
     assert rows == [("payments", "UserPromptSubmit", 36)]
     assert harness.metric("agentwatch_prompts_total", source_app="payments") == 1
 
@@ -102,7 +103,7 @@ def test_unknown_future_hook_event_is_stored_as_is(harness: Harness) -> None:
         hook_event="TeleportAgent", payload={"hook_event_name": "TeleportAgent", "warp": 9}
     )
     assert harness.post("/v1/events", env).status_code == 200
-    payload = orjson.loads(harness.rows("SELECT payload FROM events")[0][0])
+    payload = orjson.loads(harness.rows(f"SELECT {PAYLOAD_TEXT} FROM events")[0][0])
     assert payload["warp"] == 9 and payload["hook_event_name"] == "TeleportAgent"
 
 
@@ -171,7 +172,7 @@ def test_nul_bytes_and_huge_strings_are_stored_capped(make_harness: Any) -> None
     h = make_harness(max_field_chars=1000)
     env = envelope(payload={"tool_response": {"stdout": "a\u0000b" + "x" * 50_000}})
     assert h.post("/v1/events", env).status_code == 200
-    payload = orjson.loads(h.rows("SELECT payload FROM events")[0][0])
+    payload = orjson.loads(h.rows(f"SELECT {PAYLOAD_TEXT} FROM events")[0][0])
     stdout = payload["tool_response"]["stdout"]
     assert stdout.startswith("a\u0000b") and "truncated" in stdout and len(stdout) < 1100
 
@@ -196,7 +197,7 @@ def test_capture_metadata_drops_prompt_and_tool_content(make_harness: Any) -> No
         payload={"tool_input": {"command": "cat notes"}, "tool_response": "secret plans"}
     )
     assert h.post("/v1/events", env).status_code == 200
-    payload = orjson.loads(h.rows("SELECT payload FROM events")[0][0])
+    payload = orjson.loads(h.rows(f"SELECT {PAYLOAD_TEXT} FROM events")[0][0])
     assert "tool_input" not in payload and "tool_response" not in payload
     assert payload["tool_name"] == "Bash"
 
@@ -205,7 +206,7 @@ def test_secrets_are_redacted_before_storage(harness: Harness) -> None:
     key = "sk-ant-api03-" + "A" * 40
     env = envelope(payload={"tool_input": {"command": f"ANTHROPIC_API_KEY={key} claude -p hi"}})
     assert harness.post("/v1/events", env).status_code == 200
-    stored = harness.rows("SELECT payload FROM events")[0][0]
+    stored = harness.rows(f"SELECT {PAYLOAD_TEXT} FROM events")[0][0]
     assert key not in stored and "[REDACTED:" in stored
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -20,6 +19,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.db import PAYLOAD_TEXT, connect
 from tests.support.procs import REPO, free_port, start_collector
 
 HOOK = REPO / "hooks" / "agentwatch_hook.py"
@@ -170,9 +170,9 @@ def test_no_planted_secret_leaks_anywhere(tmp_path: Path) -> None:
         run_hook(b"", {**hook_env, "AGENTWATCH_URL": proc.url}, "--flush")
         assert list((spool / "events").glob("*.json")) == [], "the flush left events behind"
         db = Path(proc.env["AGENTWATCH_DB"])
-        with sqlite3.connect(db) as conn:
+        with connect(db) as conn:
             stored = conn.execute(
-                "SELECT payload FROM events WHERE source_app = 'redaction-test'"
+                f"SELECT {PAYLOAD_TEXT} FROM events WHERE source_app = 'redaction-test'"
             ).fetchall()
         assert len(stored) == len(inputs)
         assert all("REDACTED" in p for (p,) in stored if '"PostToolUse"' in p)
@@ -186,7 +186,8 @@ def test_no_planted_secret_leaks_anywhere(tmp_path: Path) -> None:
     places = {
         "hook spool": spool_bytes,
         "hook log": read_all([spool / "hook.log", spool / "hook.log.1"]),
-        "SQLite db + WAL (live)": live_db,
+        "SQLite db + WAL (live)": live_db,  # the columns stored as they are
+        "stored payloads, unpacked": "".join(p for (p,) in stored).encode(),
         "SQLite db + WAL (after shutdown)": read_all([db, Path(f"{db}-wal")]),
         "collector stdout": proc.log.read_bytes(),
         "/metrics": metrics.content,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
-from collector.events import from_envelope
+from collector.events import from_envelope, input_digest
 from collector.settings import Settings
-from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated
+from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated, stored_input_hash
 from tests.conftest import envelope
+from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
 
 SETTINGS = Settings()
 
@@ -69,9 +72,32 @@ def test_tool_pairing_in_either_order(store: Store) -> None:
     assert late_pre.duration_ms == 900
     with store.reader() as conn:
         rows = conn.execute(
-            "SELECT tool_use_id, duration_ms, outcome FROM tool_calls ORDER BY tool_use_id"
+            "SELECT tool_use_id, duration_ms, outcome FROM events "
+            "WHERE hook_event != 'PreToolUse' ORDER BY tool_use_id"
         ).fetchall()
+        waiting = conn.execute("SELECT count(*) FROM open_calls").fetchone()[0]
     assert rows == [("toolu_a", 1500, "success"), ("toolu_b", 900, "error")]
+    assert waiting == 0  # both pairs complete: nothing left waiting
+
+
+def test_pairing_within_a_batch_in_either_order_and_with_duplicates(store: Store) -> None:
+    now = int(time.time() * 1000)
+    pre = ev(hook_event="PreToolUse", tool_use_id="toolu_d", ts=now)
+    post = ev(hook_event="PostToolUse", tool_use_id="toolu_d", ts=now + 70)
+    store.write_sync([post, pre])  # the end first, in one transaction
+    assert (post.duration_ms, pre.duration_ms) == (None, 70)
+    # A retry repeats the stored pair next to a new one: only the new pair is paired again.
+    pre2 = ev(hook_event="PreToolUse", tool_use_id="toolu_e", ts=now)
+    post2 = ev(hook_event="PostToolUse", tool_use_id="toolu_e", ts=now + 5)
+    assert store.write_sync([pre, pre2, post, post2]) == [False, True, False, True]
+    assert post2.duration_ms == 5
+    with store.reader() as conn:
+        rows = conn.execute(
+            "SELECT tool_use_id, duration_ms FROM events WHERE hook_event = 'PostToolUse' "
+            "ORDER BY tool_use_id"
+        ).fetchall()
+        assert conn.execute("SELECT count(*) FROM open_calls").fetchone()[0] == 0
+    assert rows == [("toolu_d", 70), ("toolu_e", 5)]
 
 
 def test_pair_in_one_batch_gives_duration_once(store: Store) -> None:
@@ -112,7 +138,8 @@ def test_retention_prunes_old_rows_only(store: Store) -> None:
     assert deleted == 12
     with store.reader() as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
-        assert conn.execute("SELECT count(*) FROM tool_calls").fetchone()[0] == 3
+        # Each was a PreToolUse still waiting for its end: the old ones wait no longer.
+        assert conn.execute("SELECT count(*) FROM open_calls").fetchone()[0] == 3
 
 
 def test_saturated_queue_refuses_with_a_clear_error(tmp_path: Path) -> None:
@@ -203,3 +230,71 @@ def test_close_drains_queued_writes(tmp_path: Path) -> None:
     assert sum(len(r) for r in results) == 3000 and all(all(r) for r in results)
     with sqlite3.connect(tmp_path / "d.db") as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3000
+
+
+def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    """Text ids and payloads, the main agent spelled out and tool_calls become schema 2's
+    packed columns, with every value read back as it was and open pairs still pairing."""
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    assert isinstance(MIGRATIONS[0], str)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    sid, now = "sess-v1", int(time.time() * 1000)
+    uuid_id = str(uuid.uuid4())
+    old = [  # (event_id, ts, hook, tool_use_id, agent_id, agent_type, outcome, payload)
+        (uuid_id, now, "PreToolUse", "toolu_1", sid, "main", "", {"tool_input": {"cmd": "ls"}}),
+        ("evt-old-0002", now + 30, "PostToolUse", "toolu_1", sid, "main", "success", {"x": 1}),
+        ("evt-old-0003", now + 40, "PreToolUse", "toolu_2", "agent-1", "Explore", "", {}),
+        ("evt-old-0004", now + 50, "PostToolUse", "toolu_3", sid, "main", "success", {}),
+    ]
+    for event_id, ts, hook, tid, agent, agent_type, outcome, payload in old:
+        body = orjson.dumps({"session_id": sid, "hook_event_name": hook, **payload}).decode()
+        conn.execute(
+            "INSERT INTO events (event_id, ts, received_at, source_app, machine_id, session_id, "
+            "agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, "
+            "payload) VALUES (?, ?, ?, 'shop', 'm1', ?, ?, ?, ?, ?, 'Bash', ?, ?, ?)",
+            (event_id, ts, ts, sid, agent, None if agent == sid else sid, agent_type, hook, tid,
+             outcome, body),
+        )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO tool_calls VALUES (?, ?, ?, 'Bash', ?, ?, ?, ?)",
+        [
+            ("toolu_1", sid, sid, now, now + 30, 30, "success"),
+            ("toolu_2", sid, "agent-1", now + 40, None, None, None),
+            ("toolu_3", sid, sid, None, now + 50, None, "success"),
+        ],
+    )
+    conn.close()
+
+    store = Store(db)
+    store.open()
+    try:
+        with store.reader() as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+            rows = c.execute(
+                "SELECT aw_event_id(event_id), coalesce(agent_id, session_id), "
+                f"{AGENT_TYPE}, {PAYLOAD_TEXT}, duration_ms, input_hash FROM events ORDER BY seq"
+            ).fetchall()
+            waiting = c.execute("SELECT tool_use_id, end_seq FROM open_calls").fetchall()
+            raw_id = c.execute("SELECT event_id FROM events ORDER BY seq LIMIT 1").fetchone()[0]
+        assert raw_id == uuid.UUID(uuid_id).bytes  # packed
+        for (event_id, _, hook, _, agent, agent_type, _, payload), row in zip(
+            old, rows, strict=True
+        ):
+            body = {"session_id": sid, "hook_event_name": hook, **payload}
+            assert row[:3] == (event_id, agent, agent_type)
+            assert orjson.loads(row[3]) == body
+        assert [r[4] for r in rows] == [None, 30, None, None]
+        assert rows[0][5] == stored_input_hash(input_digest({"cmd": "ls"}))
+        assert sorted(waiting) == [("toolu_2", None), ("toolu_3", 4)]
+        # The end that came before its start still pairs when the start arrives.
+        late = ev(session_id=sid, hook_event="PreToolUse", tool_use_id="toolu_3", ts=now + 20)
+        store.write_sync([late])
+        assert late.duration_ms == 30
+        with store.reader() as c:
+            assert c.execute("SELECT duration_ms FROM events WHERE seq = 4").fetchone() == (30,)
+    finally:
+        store.close()
