@@ -204,6 +204,10 @@ def run(quick: bool) -> list[Figure]:
                         "/v1/events?range=7d&hook_event=UserPromptSubmit&source_app=shop&limit=100"
                     ),
                     "free text, 24 h": lambda i: "/v1/events?range=24h&q=exit%20status&limit=100",
+                    # The worst case: every payload of the day unpacked and none matches.
+                    "free text, no match, 24 h": lambda i: (
+                        "/v1/events?range=24h&q=no%20such%20text&limit=100"
+                    ),
                     "tool stats 24h": lambda i: "/v1/tools/stats?range=24h",
                 }
                 for name, make in queries.items():

@@ -29,6 +29,7 @@ RANGE_PRESETS.update({"7d": 7 * 86_400_000, "30d": 30 * 86_400_000})
 OUTCOMES = ("success", "error", "blocked")
 SESSION_STATUSES = ("active", "idle", "ended")
 MAX_LIMIT = 10_000
+TEXT_SCAN_BUDGET = 10_000  # events a page with free text looks at (see list_events)
 SUBAGENT_TOOLS = ("Task", "Agent")
 EVENT_COLUMNS = (
     "seq",
@@ -132,7 +133,8 @@ class EventFilter:
         if self.q is not None and not self.q.strip():
             raise QueryError("q must not be empty")
 
-    def where(self) -> tuple[list[str], list[Any]]:
+    def where(self, *, text: bool = True) -> tuple[list[str], list[Any]]:
+        """SQL terms for the filters; text=False leaves out q (see list_events)."""
         clauses: list[str] = []
         args: list[Any] = []
         for column, value in (
@@ -152,7 +154,7 @@ class EventFilter:
         if self.end is not None:
             clauses.append("ts < ?")
             args.append(self.end)
-        if self.q is not None:
+        if text and self.q is not None:
             # Over the redacted JSON text, unpacked; LIKE is case-insensitive for ASCII.
             escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append(f"{PAYLOAD_TEXT} LIKE ? ESCAPE '\\'")
@@ -196,20 +198,42 @@ def list_events(
     *,
     ascending: bool = False,
     kind: str = "events",
+    scan_budget: int = TEXT_SCAN_BUDGET,
 ) -> Page:
-    """A page of events, newest first (or oldest first for timelines and exports)."""
-    clauses, args = flt.where()
+    """A page of events, newest first (or oldest first for timelines and exports).
+
+    With free text, a page looks at no more than scan_budget events (each payload has to be
+    unpacked, ~4 µs): it may come back short, even empty, with a next_cursor after the last
+    event looked at, so no request costs more than ~50 ms however rare the text.
+    """
+    clauses, args = flt.where(text=False)
     op, order = (">", "ASC") if ascending else ("<", "DESC")
     if cursor is not None:
         ts, seq = decode_cursor(cursor, kind, (int, int))
         clauses.append(f"(ts, seq) {op} (?, ?)")
         args += [ts, seq]
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"{_SELECT_EVENTS}{where} ORDER BY ts {order}, seq {order} LIMIT ?"
-    rows = conn.execute(sql, (*args, limit + 1)).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(kind, rows[-1][2], rows[-1][0]) if more else None
+    sort = f"ORDER BY ts {order}, seq {order}"
+    scanned_to: tuple[int, int] | None = None
+    if flt.q is None:
+        result = conn.execute(f"{_SELECT_EVENTS}{where} {sort} LIMIT ?", (*args, limit + 1))
+    else:
+        text_clauses, text_args = EventFilter(q=flt.q).where()
+        scan = f"SELECT seq FROM events{where} {sort} LIMIT ?"
+        result = conn.execute(
+            f"{_SELECT_EVENTS} WHERE seq IN ({scan}) AND {text_clauses[0]} {sort} LIMIT ?",
+            (*args, scan_budget, *text_args, limit + 1),
+        )
+        last = conn.execute(
+            f"SELECT ts, seq FROM events{where} {sort} LIMIT 1 OFFSET ?", (*args, scan_budget - 1)
+        ).fetchone()
+        scanned_to = (last[0], last[1]) if last else None  # None: nothing left past the scan
+    rows = result.fetchall()
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt: str | None = encode_cursor(kind, rows[-1][2], rows[-1][0])
+    else:
+        nxt = encode_cursor(kind, *scanned_to) if scanned_to else None
     return Page([event_json(r) for r in rows], nxt)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from collector import query as q
 from tests.conftest import Harness
+from tests.support.db import connect
 from tests.test_query_data import (
     NOW_MS,
     env,
@@ -163,6 +164,25 @@ def test_event_filters(store: Harness) -> None:
     assert count(q="100%_") == 0  # LIKE wildcards in q are literal
     newest = get(store, "/v1/events", limit=1)["items"][0]
     assert newest["hook_event"] == "AlertNotification"
+
+
+def test_free_text_pages_look_at_a_bounded_number_of_events(store: Harness) -> None:
+    """A page with q unpacks at most scan_budget payloads; following the cursors finds every
+    match, in order, the same as one unbounded page."""
+    with connect(store.settings.db) as conn:
+        flt = q.EventFilter(q="FIX THE")
+        everything = q.list_events(conn, flt, 100, None, scan_budget=1000).items
+        pages, cursor, found = 0, None, []
+        while True:
+            page = q.list_events(conn, flt, 3, cursor, scan_budget=7)
+            pages += 1
+            found += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    assert len(everything) == 4
+    assert [e["seq"] for e in found] == [e["seq"] for e in everything]
+    assert pages >= 40 // 7  # 40 events, 7 looked at per page: some pages come back short
 
 
 def test_event_pagination_edges(store: Harness) -> None:

@@ -161,8 +161,9 @@ def event_filter(
             alias="q",
             min_length=1,
             max_length=200,
-            description="Free text in the redacted payload (case-insensitive for ASCII); "
-            "bound it with a time range on large stores",
+            description="Free text in the redacted payload (case-insensitive for ASCII). "
+            "A page looks at no more than 10,000 events: it may come back short or empty "
+            "with a next_cursor; follow it until it is null",
         ),
     ] = None,
 ) -> q.EventFilter:
