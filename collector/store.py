@@ -645,6 +645,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             f"({len(MIGRATIONS)}): upgrade the collector"
         )
     for target in range(version, len(MIGRATIONS)):
+        # Schema 2 rewrites every row, then VACUUMs: ~30 s a million events, once.
+        log.info("store migrating", extra={"schema_version": target + 1})
         conn.execute("BEGIN IMMEDIATE")
         migration = MIGRATIONS[target]
         if callable(migration):
@@ -655,6 +657,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {target + 1}")
         conn.execute("COMMIT")
         log.info("store migrated", extra={"schema_version": target + 1})
+    if 0 < version < 2 <= len(MIGRATIONS):
+        conn.execute("VACUUM")  # schema 2 shrank every row in place: give the two thirds back
 
 
 def checkpoint_until(path: Path, stop: threading.Event) -> None:
