@@ -215,19 +215,21 @@ def list_events(
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     sort = f"ORDER BY ts {order}, seq {order}"
     scanned_to: tuple[int, int] | None = None
-    if flt.q is None:
-        result = conn.execute(f"{_SELECT_EVENTS}{where} {sort} LIMIT ?", (*args, limit + 1))
-    else:
-        text_clauses, text_args = EventFilter(q=flt.q).where()
-        scan = f"SELECT seq FROM events{where} {sort} LIMIT ?"
-        result = conn.execute(
-            f"{_SELECT_EVENTS} WHERE seq IN ({scan}) AND {text_clauses[0]} {sort} LIMIT ?",
-            (*args, scan_budget, *text_args, limit + 1),
-        )
+    if flt.q is not None:
+        # Where the budget ends (an index-only walk), then the same ordered walk up to there,
+        # which stops as soon as a page of matches is found.
         last = conn.execute(
             f"SELECT ts, seq FROM events{where} {sort} LIMIT 1 OFFSET ?", (*args, scan_budget - 1)
         ).fetchone()
-        scanned_to = (last[0], last[1]) if last else None  # None: nothing left past the scan
+        if last is not None:
+            scanned_to = (last[0], last[1])
+            clauses.append(f"(ts, seq) {'<=' if op == '>' else '>='} (?, ?)")
+            args += scanned_to
+        text_clauses, text_args = EventFilter(q=flt.q).where()
+        clauses += text_clauses
+        args += text_args
+        where = f" WHERE {' AND '.join(clauses)}"
+    result = conn.execute(f"{_SELECT_EVENTS}{where} {sort} LIMIT ?", (*args, limit + 1))
     rows = result.fetchall()
     if len(rows) > limit:
         rows = rows[:limit]
