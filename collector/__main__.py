@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import socket
 import sys
 from types import FrameType
 
@@ -24,6 +26,13 @@ def main() -> int:
     context: AppContext = app.state.ctx
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # Everything alive once started (modules, the app, its schemas) lives as long as the
+            # process: frozen, full collections no longer walk it. They took ~20 ms each and were
+            # the whole p99 of single-event ingest (24 ms -> 4 ms in `make bench`).
+            gc.freeze()
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             context.stopping.set()  # SSE streams end now rather than at the grace timeout
             super().handle_exit(sig, frame)
