@@ -57,6 +57,16 @@ def test_duplicates_survive_a_restart(tmp_path: Path) -> None:
     s.close()
 
 
+def ends_and_waiting(store: Store) -> tuple[list[tuple[str, int, str]], int]:
+    """(tool_use_id, duration_ms, outcome) of the stored end events; calls still half seen."""
+    with store.reader() as conn:
+        rows = conn.execute(
+            "SELECT tool_use_id, duration_ms, outcome FROM events "
+            "WHERE hook_event != 'PreToolUse' ORDER BY tool_use_id"
+        ).fetchall()
+        return rows, conn.execute("SELECT count(*) FROM open_calls").fetchone()[0]
+
+
 def test_tool_pairing_in_either_order(store: Store) -> None:
     now = int(time.time() * 1000)
     pre = ev(hook_event="PreToolUse", tool_use_id="toolu_a", ts=now)
@@ -70,14 +80,8 @@ def test_tool_pairing_in_either_order(store: Store) -> None:
     store.write_sync([late_post])
     store.write_sync([late_pre])  # out of order: the Pre completes the pair
     assert late_pre.duration_ms == 900
-    with store.reader() as conn:
-        rows = conn.execute(
-            "SELECT tool_use_id, duration_ms, outcome FROM events "
-            "WHERE hook_event != 'PreToolUse' ORDER BY tool_use_id"
-        ).fetchall()
-        waiting = conn.execute("SELECT count(*) FROM open_calls").fetchone()[0]
-    assert rows == [("toolu_a", 1500, "success"), ("toolu_b", 900, "error")]
-    assert waiting == 0  # both pairs complete: nothing left waiting
+    # Both pairs complete: durations on the end events, nothing left waiting.
+    assert ends_and_waiting(store) == ([("toolu_a", 1500, "success"), ("toolu_b", 900, "error")], 0)
 
 
 def test_pairing_within_a_batch_in_either_order_and_with_duplicates(store: Store) -> None:
@@ -91,13 +95,7 @@ def test_pairing_within_a_batch_in_either_order_and_with_duplicates(store: Store
     post2 = ev(hook_event="PostToolUse", tool_use_id="toolu_e", ts=now + 5)
     assert store.write_sync([pre, pre2, post, post2]) == [False, True, False, True]
     assert post2.duration_ms == 5
-    with store.reader() as conn:
-        rows = conn.execute(
-            "SELECT tool_use_id, duration_ms FROM events WHERE hook_event = 'PostToolUse' "
-            "ORDER BY tool_use_id"
-        ).fetchall()
-        assert conn.execute("SELECT count(*) FROM open_calls").fetchone()[0] == 0
-    assert rows == [("toolu_d", 70), ("toolu_e", 5)]
+    assert ends_and_waiting(store) == ([("toolu_d", 70, "success"), ("toolu_e", 5, "success")], 0)
 
 
 def test_pair_in_one_batch_gives_duration_once(store: Store) -> None:
