@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 import uuid
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from collector.events import from_envelope, input_digest
+from collector.events import Event, from_envelope, input_digest
 from collector.settings import Settings
 from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated, stored_input_hash
 from tests.conftest import envelope
@@ -296,3 +299,49 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
             assert c.execute("SELECT duration_ms FROM events WHERE seq = 4").fetchone() == (30,)
     finally:
         store.close()
+
+
+@given(
+    plan=st.lists(
+        st.tuples(st.integers(0, 5), st.booleans(), st.integers(0, 3)), min_size=1, max_size=30
+    ),
+    seed=st.integers(0, 2**16),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_pairing_matches_an_oracle_whatever_the_order_batches_and_retries(
+    tmp_path: Path, plan: list[tuple[int, bool, int]], seed: int
+) -> None:
+    """Calls' ends arrive in any order, split across transactions, some sent twice: every end
+    row carries max(end - start, 0) once both ends are stored, and only half-seen calls wait."""
+    import random
+
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000)
+    sent: dict[tuple[int, bool], Event] = {}
+    for call, is_end, offset in plan:  # one event per (call, end); repeats are retries
+        if (call, is_end) not in sent:
+            hook = "PostToolUse" if is_end else "PreToolUse"
+            ts = now + call * 10 + (offset if is_end else 0)
+            sent[(call, is_end)] = ev(hook_event=hook, tool_use_id=f"toolu_{call}", ts=ts)
+    events = [sent[(c, e)] for c, e, _ in plan]
+    store = Store(tmp_path / f"{uuid.uuid4()}.db")  # tmp_path is shared by the examples
+    store.open()
+    try:
+        i = 0
+        while i < len(events):  # random batch boundaries, duplicates included
+            n = rnd.randint(1, 4)
+            store.write_sync([dataclasses.replace(e) for e in events[i : i + n]])
+            i += n
+        ends, waiting = ends_and_waiting(store)
+    finally:
+        store.close()
+    expected = []
+    for (call, is_end), e in sorted(sent.items()):
+        if is_end:
+            start = sent.get((call, False))
+            expected.append((e.tool_use_id, max(e.ts - start.ts, 0) if start else None, "success"))
+    assert ends == sorted(expected)
+    calls = {c for c, _ in sent}
+    assert waiting == sum(1 for c in calls if ((c, True) in sent) != ((c, False) in sent))
