@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +20,7 @@ from collector.settings import Settings
 from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated, stored_input_hash
 from tests.conftest import envelope
 from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
+from tests.support.procs import REPO
 
 SETTINGS = Settings()
 
@@ -345,3 +348,33 @@ def test_pairing_matches_an_oracle_whatever_the_order_batches_and_retries(
     assert ends == sorted(expected)
     calls = {c for c, _ in sent}
     assert waiting == sum(1 for c in calls if ((c, True) in sent) != ((c, False) in sent))
+
+
+def test_offline_export_reads_a_store_file_as_the_api_does(tmp_path: Path) -> None:
+    """python -m collector.export: the packed file back as NDJSON, filtered, read-only."""
+    db = tmp_path / "x.db"
+    store = Store(db)
+    store.open()
+    now = int(time.time() * 1000)
+    mine = [ev(session_id="s-export", ts=now - 3 + i) for i in range(3)]
+    store.write_sync([*mine, ev(session_id="s-other")])
+    store.close()
+    before = db.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.export", str(db), "--session", "s-export"],
+        capture_output=True,
+        check=True,
+        cwd=REPO,
+    )
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [e["event_id"] for e in lines] == [e.event_id for e in mine]  # oldest first
+    assert [e["payload"] for e in lines] == [orjson.loads(e.payload) for e in mine]
+    assert {(e["agent_id"], e["agent_type"]) for e in lines} == {("s-export", "main")}
+    assert db.read_bytes() == before
+    bad = subprocess.run(
+        [sys.executable, "-m", "collector.export", str(db), "--from", "yesterday"],
+        capture_output=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and b"ISO 8601" in bad.stderr
