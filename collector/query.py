@@ -558,17 +558,8 @@ def tool_stats(
     """Per tool, over calls that finished in [start, end): calls, errors, blocked, error rate and
     the mean, p50, p95, p99 of the duration (calls with both ends seen)."""
     # The end events carry the call's outcome and (once both ends are stored) its duration.
-    clauses = ["hook_event IN ('PostToolUse', 'PostToolUseFailure')"]
-    args: list[Any] = []
-    if start is not None:
-        clauses.append("ts >= ?")
-        args.append(start)
-    if end is not None:
-        clauses.append("ts < ?")
-        args.append(end)
-    if source_app is not None:
-        clauses.append("source_app = ?")
-        args.append(source_app)
+    clauses, args = EventFilter(start=start, end=end, source_app=source_app).where()
+    clauses.append("hook_event IN ('PostToolUse', 'PostToolUseFailure')")
     per_tool: dict[str, tuple[list[int], list[int]]] = {}
     for tool, duration, outcome in conn.execute(
         f"SELECT tool_name, duration_ms, outcome FROM events WHERE {' AND '.join(clauses)}", args
@@ -603,14 +594,7 @@ def tool_loops(
     """Runs of the same tool call (tool name and identical input) repeated more than threshold
     times in a row by one agent of a session: the staleness that agentwatch_agent_loops_total
     counts live."""
-    clauses = ["hook_event = 'PreToolUse'"]
-    args: list[Any] = []
-    if start is not None:
-        clauses.append("ts >= ?")
-        args.append(start)
-    if end is not None:
-        clauses.append("ts < ?")
-        args.append(end)
+    clauses, args = EventFilter(start=start, end=end, hook_event="PreToolUse").where()
     # Time order straight from the (hook_event, ts) index (no sort); runs are tracked per agent.
     rows = conn.execute(
         "SELECT session_id, agent_id, tool_name, ts, input_hash "

@@ -14,7 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -503,17 +503,8 @@ class Store:
     def _new_flags(conn: sqlite3.Connection, events: list[Event]) -> list[bool]:
         """Which events are not stored yet (a repeat within the batch is a duplicate too)."""
         keys = [payloads.pack_event_id(e.event_id) for e in events]
-        unique = list(set(keys))
-        seen: set[bytes | str] = set()
-        for i in range(0, len(unique), 500):
-            chunk = unique[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            seen.update(
-                r[0]
-                for r in conn.execute(
-                    f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
-                )
-            )
+        sql = "SELECT event_id FROM events WHERE event_id IN ({})"
+        seen: set[bytes | str] = {r[0] for r in _select_in(conn, sql, set(keys))}
         flags = []
         for key in keys:
             flags.append(key not in seen)
@@ -714,6 +705,14 @@ def event_row(e: Event) -> list[Any]:
     ]
 
 
+def _select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any]) -> Iterator[Any]:
+    """Rows of sql ("... IN ({})") for all the values, 500 bound parameters a statement."""
+    values = list(values)
+    for i in range(0, len(values), 500):
+        chunk = values[i : i + 500]
+        yield from conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
+
 class _ToolPairs:
     """PreToolUse and PostToolUse(Failure) meet on tool_use_id, in whichever order they come.
 
@@ -731,15 +730,9 @@ class _ToolPairs:
             if e.tool_use_id and (e.hook_event == "PreToolUse" or e.hook_event in TOOL_END_EVENTS)
         ]
         self.before: dict[str, tuple[int, int | None]] = {}  # tool_use_id -> (ts, end_seq)
-        ids = list({e.tool_use_id for _, e in calls if e.tool_use_id})
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for tid, ts, end_seq in conn.execute(
-                f"SELECT tool_use_id, ts, end_seq FROM open_calls WHERE tool_use_id IN ({marks})",
-                chunk,
-            ):
-                self.before[tid] = (ts, end_seq)
+        sql = "SELECT tool_use_id, ts, end_seq FROM open_calls WHERE tool_use_id IN ({})"
+        for tid, ts, end_seq in _select_in(conn, sql, {e.tool_use_id for _, e in calls}):
+            self.before[tid] = (ts, end_seq)
         self.after: dict[str, tuple[int, int | None] | None] = dict(self.before)
         self.stored_ends: list[tuple[int, int]] = []  # (duration, seq) of end rows stored before
         for e in events:
