@@ -249,12 +249,13 @@ class Store:
         self._writer = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._writer.start()
         self._stop_checkpoints.clear()
-        threading.Thread(
+        self._checkpointer = threading.Thread(
             target=checkpoint_until,
             args=(self.path, self._stop_checkpoints),
             name="store-checkpointer",
             daemon=True,
-        ).start()
+        )
+        self._checkpointer.start()
 
     def check_integrity(self, mode: str = "quick") -> str | None:
         """Run PRAGMA quick_check/integrity_check on a separate connection; None when ok."""
@@ -280,6 +281,9 @@ class Store:
         self._queue.put(None)
         self._writer.join()
         self._writer = None
+        # Its connection closed first, the writer's close below is the last one (when no reader
+        # is open): SQLite then checkpoints the whole WAL and removes it, not left beside the file.
+        self._checkpointer.join()
         closed = StoreError("the store is closed")
         while not self._queue.empty():  # anything queued after the sentinel
             item = self._queue.get_nowait()

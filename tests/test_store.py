@@ -6,6 +6,7 @@ import dataclasses
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector import store as store_module
 from collector.events import Event, from_envelope, input_digest
 from collector.settings import Settings
 from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated, stored_input_hash
@@ -378,3 +380,29 @@ def test_offline_export_reads_a_store_file_as_the_api_does(tmp_path: Path) -> No
         cwd=REPO,
     )
     assert bad.returncode == 2 and b"ISO 8601" in bad.stderr
+
+
+def test_a_closed_store_leaves_no_wal_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() waits for the checkpoint thread, so the writer's connection is the last to close
+    and SQLite folds the WAL into the file (the store-size figure counts what is on disk)."""
+    real = store_module.checkpoint_until
+
+    def late_close(path: Path, stop: threading.Event) -> None:
+        """The checkpoint thread, a moment late closing a connection that has read the WAL."""
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        try:
+            real(path, stop)
+            time.sleep(0.3)
+        finally:
+            conn.close()
+
+    monkeypatch.setattr(store_module, "checkpoint_until", late_close)
+    db = tmp_path / "w.db"
+    store = Store(db)
+    store.open()
+    store.write_sync([ev() for _ in range(2000)])
+    store.close()
+    assert not Path(f"{db}-wal").exists()
