@@ -280,6 +280,8 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         with store.reader() as c:
             assert c.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+            # VACUUMed: the dropped tool_calls pages are given back, not left on the free list.
+            assert c.execute("PRAGMA freelist_count").fetchone()[0] == 0
             rows = c.execute(
                 "SELECT aw_event_id(event_id), coalesce(agent_id, session_id), "
                 f"{AGENT_TYPE}, {PAYLOAD_TEXT}, duration_ms, input_hash FROM events ORDER BY seq"
