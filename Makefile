@@ -31,10 +31,12 @@ system-deps: ## Debian's prometheus and alertmanager (installed when missing and
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
 	else echo ">> prometheus/promtool/alertmanager missing and not root: e2e tests will skip (fail under CI=true)"; fi
 
-node-deps: ## npm packages used by checks (LogQL parser)
-	@if [ -f tools/package.json ] && [ ! -d tools/node_modules ]; then \
-	  echo ">> installing npm packages for checks"; \
-	  cd tools && npm ci --no-audit --no-fund --engine-strict=false --loglevel=error; fi
+node-deps: tools/node_modules/.installed ## npm packages for checks and tests (LogQL parser, Claude Code)
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	@echo ">> installing npm packages for checks and tests (the pinned Claude Code among them)"
+	@cd tools && npm ci --ignore-scripts --no-audit --no-fund --engine-strict=false --loglevel=error
+	@touch $@
 
 setup: deps system-deps node-deps
 
