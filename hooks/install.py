@@ -5,6 +5,7 @@
     python3 hooks/install.py --user              # ~/.claude/settings.json
     python3 hooks/install.py --project PATH --http      # type "http" hooks to $AGENTWATCH_URL/v1/hooks
     python3 hooks/install.py --project PATH --uninstall # remove only ours
+    python3 hooks/install.py --plugin-manifest          # regenerate hooks/hooks/hooks.json
 
 Idempotent; every other setting and hook is kept; the previous file is saved as
 settings.json.bak; a settings.json that is not valid JSON is left untouched (exit 2).
@@ -24,44 +25,73 @@ from typing import Any
 HOOK_SCRIPT = Path(__file__).resolve().with_name("agentwatch_hook.py")
 MARKER = "agentwatch_hook.py"  # how we recognise our command hooks
 HTTP_PATH = "/v1/hooks"  # ... and our http hooks
+# Every hook event Claude Code 2.1.328 runs, but WorktreeCreate and WorktreeRemove: a hook on
+# those replaces Claude Code's own `git worktree` handling. Unknown newer events are stored as
+# they come when a user adds them by hand.
 EVENTS = (
+    "Setup",
     "SessionStart",
+    "InstructionsLoaded",
     "UserPromptSubmit",
+    "UserPromptExpansion",
     "PreToolUse",
     "PermissionRequest",
+    "PermissionDenied",
     "PostToolUse",
     "PostToolUseFailure",
+    "PostToolBatch",
     "Notification",
+    "Elicitation",
+    "ElicitationResult",
     "SubagentStart",
     "SubagentStop",
+    "TaskCreated",
+    "TaskCompleted",
+    "TeammateIdle",
     "Stop",
     "StopFailure",
     "PreCompact",
     "PostCompact",
+    "PreModelSwitch",
+    "PostModelSwitch",
+    "ConfigChange",
+    "CwdChanged",
+    "FileChanged",
+    "DirectoryAdded",
+    "MessageDisplay",
     "SessionEnd",
 )
 # Events whose matcher is the tool name: "*" makes the match-all explicit.
-TOOL_EVENTS = {"PreToolUse", "PermissionRequest", "PostToolUse", "PostToolUseFailure"}
-# async: Claude Code does not wait for the hook at all. SessionEnd stays synchronous because
-# Claude Code is exiting and may not let a background hook finish; the hook takes ~10 ms.
-SYNC_EVENTS = {"SessionEnd"}
+TOOL_EVENTS = {
+    "PreToolUse",
+    "PermissionRequest",
+    "PermissionDenied",
+    "PostToolUse",
+    "PostToolUseFailure",
+}
+# http mode keeps the command hook where an http hook cannot do the job: Claude Code runs
+# SessionStart and Setup hooks only as commands (an http hook there never fires), and at
+# SessionEnd the script reads Claude Code's own session totals from the transcript.
+COMMAND_EVENTS_IN_HTTP_MODE = {"Setup", "SessionStart", "SessionEnd"}
+# Synchronous: Claude Code waits for the hook, which only writes its spool (~10-20 ms). An
+# `async` hook is lost in headless runs (`claude -p`, CI, the Agent SDK): Claude Code exits
+# before it runs.
 COMMAND_TIMEOUT_S = 10
 HTTP_TIMEOUT_S = 5
+PLUGIN_COMMAND = 'python3 -S "${CLAUDE_PLUGIN_ROOT}/agentwatch_hook.py"'
+PLUGIN_MANIFEST = Path(__file__).resolve().parent / "hooks" / "hooks.json"
 
 
 class SettingsError(Exception):
     pass
 
 
-def command_hook(event: str, python: str) -> dict[str, Any]:
-    hook: dict[str, Any] = {
-        "type": "command",
-        "command": f"{shlex.quote(python)} -S {shlex.quote(str(HOOK_SCRIPT))}",
-        "timeout": COMMAND_TIMEOUT_S,
-    }
-    if event not in SYNC_EVENTS:
-        hook["async"] = True
-    return hook
+def command_hook(command: str) -> dict[str, Any]:
+    return {"type": "command", "command": command, "timeout": COMMAND_TIMEOUT_S}
+
+
+def script_command(python: str) -> str:
+    return f"{shlex.quote(python)} -S {shlex.quote(str(HOOK_SCRIPT))}"
 
 
 def http_hook(url: str) -> dict[str, Any]:
@@ -109,20 +139,32 @@ def remove_ours(settings: dict[str, Any]) -> None:
         del settings["hooks"]
 
 
+def group_for(event: str, command: str, http_url: str | None) -> dict[str, Any]:
+    """Our hook group for one event: the http hook where it fires, else the command hook."""
+    use_http = http_url is not None and event not in COMMAND_EVENTS_IN_HTTP_MODE
+    hook = http_hook(http_url) if use_http and http_url else command_hook(command)
+    group: dict[str, Any] = {"hooks": [hook]}
+    return {"matcher": "*", **group} if event in TOOL_EVENTS else group
+
+
 def add_ours(settings: dict[str, Any], http_url: str | None, python: str) -> None:
     remove_ours(settings)  # re-installing replaces ours (e.g. switching command <-> http)
     hooks = settings.setdefault("hooks", {})
     if not isinstance(hooks, dict):
         raise SettingsError('"hooks" is not a JSON object')
     for event in EVENTS:
-        hook = http_hook(http_url) if http_url else command_hook(event, python)
-        group: dict[str, Any] = {"hooks": [hook]}
-        if event in TOOL_EVENTS:
-            group = {"matcher": "*", **group}
         groups = hooks.setdefault(event, [])
         if not isinstance(groups, list):
             raise SettingsError(f'"hooks.{event}" is not a JSON array')
-        groups.append(group)
+        groups.append(group_for(event, script_command(python), http_url))
+
+
+def plugin_manifest() -> dict[str, Any]:
+    """hooks/hooks/hooks.json, the plugin's hooks: the same events and hooks as the installer."""
+    return {
+        "description": "Agentwatch: spool every hook event and deliver it to the collector",
+        "hooks": {event: [group_for(event, PLUGIN_COMMAND, None)] for event in EVENTS},
+    }
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -167,17 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--project", type=Path, help="project directory (.claude/settings.json)")
     where.add_argument("--user", action="store_true", help="~/.claude/settings.json")
+    where.add_argument(
+        "--plugin-manifest", action="store_true", help="regenerate the plugin's hooks/hooks.json"
+    )
     parser.add_argument("--uninstall", action="store_true", help="remove only Agentwatch's hooks")
     parser.add_argument(
         "--http",
         action="store_true",
-        help='type "http" hooks to $AGENTWATCH_URL/v1/hooks (no script; events are lost '
-        "while the collector is down)",
+        help='type "http" hooks to $AGENTWATCH_URL/v1/hooks (events are lost while the '
+        "collector is down; SessionStart, Setup and SessionEnd keep the command hook)",
     )
     parser.add_argument(
         "--python", default="python3", help="interpreter in the hook command (default python3)"
     )
     args = parser.parse_args(argv)
+    if args.plugin_manifest:
+        PLUGIN_MANIFEST.write_text(json.dumps(plugin_manifest(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {PLUGIN_MANIFEST}")
+        return 0
     base = Path.home() if args.user else args.project.expanduser().resolve()
     path = base / ".claude" / "settings.json"
     try:
@@ -191,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"install.py: {exc}", file=sys.stderr)
         return 2
     changed = write(path, settings)
-    if not args.uninstall and not args.http:
+    if not args.uninstall:
         precompile()
     action = "removed from" if args.uninstall else "installed in"
     print(f"agentwatch hooks {action} {path}" + ("" if changed else " (already up to date)"))

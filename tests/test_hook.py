@@ -155,9 +155,12 @@ def test_every_event_type_reaches_a_live_collector(tmp_path: Path) -> None:
     assert [e for e, _, _ in by_event] == [p["hook_event_name"] for p in payloads]
     assert ("SubagentStart", "a3f9c2e1b7d4", session) in by_event
     assert ("PostToolUseFailure", session, None) in by_event
-    usage = {r[2]: json.loads(r[5]) for r in rows if r[2] in ("Stop", "SubagentStop")}
-    assert usage["Stop"]["claude-sonnet-4-5-20250929"]["output"] == 100
-    assert usage["SubagentStop"]["claude-haiku-4-5-20251001"]["cache_read"] == 900
+    # The main transcript is read at every event that can close a turn (here first at
+    # UserPromptSubmit), the subagent's at its stop; every message counts once.
+    usage = [json.loads(r[5]) for r in rows if r[5]]
+    assert sum(u.get("claude-sonnet-4-5-20250929", {}).get("output", 0) for u in usage) == 100
+    sub = [json.loads(r[5]) for r in rows if r[2] == "SubagentStop"]
+    assert sub[0]["claude-haiku-4-5-20251001"]["cache_read"] == 900
     assert not list((tmp_path / "spool" / "events").glob("*.json"))
 
 

@@ -12,22 +12,42 @@ from tests.support.procs import REPO
 
 INSTALL = REPO / "hooks" / "install.py"
 PLUGIN = REPO / "hooks"
+# Every hook event Claude Code 2.1.328 runs but WorktreeCreate/WorktreeRemove (a hook there
+# replaces Claude Code's own worktree handling).
 EVENTS = {
+    "Setup",
     "SessionStart",
+    "InstructionsLoaded",
     "UserPromptSubmit",
+    "UserPromptExpansion",
     "PreToolUse",
     "PermissionRequest",
+    "PermissionDenied",
     "PostToolUse",
     "PostToolUseFailure",
+    "PostToolBatch",
     "Notification",
+    "Elicitation",
+    "ElicitationResult",
     "SubagentStart",
     "SubagentStop",
+    "TaskCreated",
+    "TaskCompleted",
+    "TeammateIdle",
     "Stop",
     "StopFailure",
     "PreCompact",
     "PostCompact",
+    "PreModelSwitch",
+    "PostModelSwitch",
+    "ConfigChange",
+    "CwdChanged",
+    "FileChanged",
+    "DirectoryAdded",
+    "MessageDisplay",
     "SessionEnd",
 }
+COMMAND_IN_HTTP_MODE = {"Setup", "SessionStart", "SessionEnd"}
 THEIRS = {
     "model": "opus",
     "permissions": {"allow": ["Bash(npm test)"]},
@@ -85,11 +105,12 @@ def test_install_merges_with_existing_settings_and_hooks(tmp_path: Path) -> None
     found = ours(settings)
     assert set(found) == EVENTS and all(len(h) == 1 for h in found.values())
     hook = found["PreToolUse"][0]
-    assert hook["type"] == "command" and hook["async"] is True and hook["timeout"] <= 10
+    assert hook["type"] == "command" and hook["timeout"] <= 10
     assert (
         " -S " in hook["command"] and str(REPO / "hooks" / "agentwatch_hook.py") in hook["command"]
     )
-    assert "async" not in found["SessionEnd"][0]  # Claude Code is exiting: run it synchronously
+    # Synchronous everywhere: `async` hooks are lost when a headless run exits.
+    assert not any(h.get("async") for hooks in found.values() for h in hooks)
     assert (path.parent / "settings.json.bak").read_text() == before
 
 
@@ -141,6 +162,8 @@ def test_http_mode_replaces_command_hooks(tmp_path: Path) -> None:
     assert hook["type"] == "http" and hook["url"] == "http://127.0.0.1:4999/v1/hooks"
     assert hook["allowedEnvVars"] == ["AGENTWATCH_TOKEN"]
     assert all(len(h) == 1 for h in found.values())
+    kinds = {event: hooks[0]["type"] for event, hooks in found.items()}
+    assert {e for e, kind in kinds.items() if kind == "command"} == COMMAND_IN_HTTP_MODE
     install(tmp_path, "--uninstall")
     assert settings_of(tmp_path) == THEIRS
 
@@ -156,7 +179,14 @@ def test_plugin_manifest_and_hooks_config(tmp_path: Path) -> None:
         assert hook["command"] == 'python3 -S "${CLAUDE_PLUGIN_ROOT}/agentwatch_hook.py"'
         script = hook["command"].split('"')[1].replace("${CLAUDE_PLUGIN_ROOT}", str(PLUGIN))
         assert Path(script).is_file()
-    # The plugin installs the same hooks as install.py.
+    # The plugin installs the same hooks as install.py (regenerate it with
+    # `python3 hooks/install.py --plugin-manifest`).
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        import install as installer
+    finally:
+        sys.path.remove(str(REPO / "hooks"))
+    assert config == installer.plugin_manifest()
     install(tmp_path)
     for event, hooks in ours(settings_of(tmp_path)).items():
         plugin_hook = config["hooks"][event][0]["hooks"][0]
