@@ -18,11 +18,11 @@ from collector.settings import Settings, SettingsError
 def main() -> int:
     try:
         settings = Settings.from_env()
+        configure(settings.log_level)
+        app = create_app(settings)
     except SettingsError as exc:
         print(f"agentwatch-collector: {exc}", file=sys.stderr)
         return 2
-    configure(settings.log_level)
-    app = create_app(settings)
     context: AppContext = app.state.ctx
 
     class Server(uvicorn.Server):

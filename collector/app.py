@@ -27,6 +27,7 @@ from collector.events import Event
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
+from collector.pricing import PriceTable
 from collector.relay import Relay, RelayConfig
 from collector.responses import error_response
 from collector.routes import alerts, health, ingest
@@ -52,6 +53,7 @@ def create_app(
         queue_max_events=settings.queue_max_events,
         on_write=lambda seconds, _n: metrics.store_write.observe(seconds),
         on_error=lambda _exc: metrics.store_errors.inc(),
+        prices=PriceTable.from_file(settings.prices_file),
     )
     tracker = Tracker(
         metrics, settings.loop_threshold, settings.waiting_seconds, settings.session_idle_seconds

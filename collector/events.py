@@ -15,13 +15,43 @@ from typing import Any
 
 import orjson
 
+from collector.accounting import TOKEN_TYPES, Increment
 from collector.redact import redact
 from collector.settings import Settings
 
 # Failure comes from the event type, never from grepping output.
 FAILURE_EVENTS = {"PostToolUseFailure", "StopFailure"}
 TOOL_END_EVENTS = {"PostToolUse", "PostToolUseFailure"}
-# Keys whose values are prompt text or tool content: dropped when AGENTWATCH_CAPTURE=metadata.
+# AGENTWATCH_CAPTURE=metadata keeps only these payload keys: ids, names, kinds, flags and
+# numbers. Everything else (prompts, tool input and output, messages, summaries, permission
+# rules, error texts, and whatever fields a newer Claude Code adds) is dropped.
+METADATA_KEYS = frozenset(
+    (
+        "session_id",
+        "transcript_path",
+        "agent_transcript_path",
+        "cwd",
+        "hook_event_name",
+        "permission_mode",
+        "prompt_id",
+        "agent_id",
+        "agent_type",
+        "tool_name",
+        "tool_use_id",
+        "source",
+        "model",
+        "reason",
+        "trigger",
+        "notification_type",
+        "stop_hook_active",
+        "is_interrupt",
+        "duration_ms",
+        "effort",
+    )
+)
+# ... and, on these events only, the key that holds a kind rather than a text.
+METADATA_KEYS_OF = {"StopFailure": frozenset(("error",))}
+# Kept when a payload is too big even after capping: what identifies the event.
 CONTENT_KEYS = (
     "prompt",
     "tool_input",
@@ -29,9 +59,13 @@ CONTENT_KEYS = (
     "last_assistant_message",
     "message",
     "custom_instructions",
+    "compact_summary",
     "error",
+    "error_details",
+    "tool_calls",
+    "permission_suggestions",
 )
-USAGE_TYPES = ("input", "output", "cache_read", "cache_creation")
+USAGE_TYPES = TOKEN_TYPES
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
 _MIN_TS_MS = 1_577_836_800_000  # 2020-01-01: older timestamps are clock errors
 _MAX_FUTURE_MS = 24 * 3600 * 1000
@@ -61,13 +95,11 @@ class Event:
     payload: str  # redacted, capped JSON text
     input_hash: str | None = None  # tool name + input digest, for loop detection
     spool_dropped: int = 0
+    cost_state: dict[str, Any] | None = None  # Claude Code's own session totals (SessionEnd)
     # Filled in by the store when it commits the event:
+    increments: list[Increment] | None = None  # what it adds to the token and cost counters
     duration_ms: int | None = None  # a paired tool call's duration (on whichever end came last)
     session_started_ts: int | None = None  # on SessionEnd: the session's first event
-
-    @property
-    def is_subagent(self) -> bool:
-        return self.parent_agent_id is not None
 
 
 def now_ms() -> int:
@@ -116,6 +148,38 @@ def _usage(value: Any) -> dict[str, dict[str, int]] | None:
     return out
 
 
+def _cost_state(value: Any) -> dict[str, Any] | None:
+    """Claude Code's totals as the hook sends them: {"total_cost_usd", "models": {model: counts
+    and "cost_usd"}}."""
+    if value is None:
+        return None
+    bad = InvalidEvent(
+        "cost_state must be {total_cost_usd: number, models: {model: {input, output, "
+        "cache_read, cache_creation: integers, cost_usd: number}}}"
+    )
+    if not isinstance(value, dict) or not isinstance(value.get("models"), dict):
+        raise bad
+    total = value.get("total_cost_usd")
+    if isinstance(total, bool) or not isinstance(total, int | float) or not 0 <= total < 1e9:
+        raise bad
+    models: dict[str, dict[str, Any]] = {}
+    for model, m in value["models"].items():
+        if not isinstance(m, dict) or len(model) > _MAX_STR or len(models) >= 50:
+            raise bad
+        counts: dict[str, Any] = {}
+        for kind in USAGE_TYPES:
+            n = m.get(kind, 0)
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**12:
+                raise bad
+            counts[kind] = n
+        cost = m.get("cost_usd", 0.0)
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < 1e9:
+            raise bad
+        counts["cost_usd"] = float(cost)
+        models[model] = counts
+    return {"total_cost_usd": float(total), "models": models}
+
+
 def _cap(value: Any, limit: int) -> Any:
     if isinstance(value, str):
         if len(value) > limit:
@@ -135,7 +199,8 @@ def prepare_payload(payload: dict[str, Any], settings: Settings) -> str:
     a prefix that no pattern recognises any more.
     """
     if settings.capture == "metadata":
-        payload = {k: v for k, v in payload.items() if k not in CONTENT_KEYS}
+        extra = METADATA_KEYS_OF.get(str(payload.get("hook_event_name")), frozenset())
+        payload = {k: v for k, v in payload.items() if k in METADATA_KEYS or k in extra}
     try:
         text = redact(orjson.dumps(payload).decode())
     except TypeError as exc:  # e.g. an integer beyond 64 bits
@@ -186,7 +251,7 @@ def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
     dropped = env.get("spool_dropped", 0)
     if isinstance(dropped, bool) or not isinstance(dropped, int) or dropped < 0:
         raise InvalidEvent("spool_dropped must be a non-negative integer")
-    return _build(
+    event = _build(
         event_id,
         _ts(env.get("ts"), received_at),
         received_at,
@@ -196,6 +261,8 @@ def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
         settings,
         dropped,
     )
+    event.cost_state = _cost_state(env.get("cost_state"))
+    return event
 
 
 def from_hook(payload: Any, received_at: int, settings: Settings, client: str) -> Event:

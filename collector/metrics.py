@@ -182,14 +182,15 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
         ),
         tokens=Counter(
             p + "tokens_total",
-            "Tokens used, from transcripts.",
+            "Tokens used: read from transcripts live, settled on Claude Code's own totals.",
             ["model", "type"],
             registry=registry,
         ),
         cost=Counter(
             p + "cost_usd_total",
-            "Estimated cost in USD (collector/pricing.py price table).",
-            ["model"],
+            "Cost in USD: estimated from the price table live (cost_source=estimated), then what "
+            "Claude Code's own session total adds (cost_source=exact).",
+            ["model", "cost_source"],
             registry=registry,
         ),
         loops=Counter(

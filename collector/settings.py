@@ -36,6 +36,7 @@ class Settings:
     max_batch_events: int = 10_000
     body_timeout_seconds: float = 30.0
     capture: str = "full"
+    prices_file: Path | None = None
     max_field_chars: int = 8192
     max_payload_bytes: int = 65_536
     queue_max_events: int = 100_000

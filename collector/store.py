@@ -24,8 +24,9 @@ from typing import Any
 import orjson
 
 from collector import payloads
+from collector.accounting import SessionCost
 from collector.events import TOOL_END_EVENTS, Event, input_digest
-from collector.pricing import cost_usd
+from collector.pricing import PriceTable
 
 log = logging.getLogger("collector.store")
 
@@ -90,6 +91,33 @@ def stored_input_hash(input_hash: str | None) -> int | None:
     return int.from_bytes(bytes.fromhex(input_hash.rsplit(":", 1)[-1]), "big", signed=True)
 
 
+def _session_costs(conn: sqlite3.Connection) -> None:
+    """Schema 3: each session's tokens and cost by model (collector/accounting.py), and Claude
+    Code's own totals on the events that brought them. Existing sessions are summed from their
+    events' usage, priced as before: estimated."""
+    for statement in _statements(_SCHEMA_3):
+        conn.execute(statement)
+    prices = PriceTable()
+    sessions = conn.execute("SELECT session_id FROM sessions WHERE tokens > 0").fetchall()
+    for (sid,) in sessions:
+        cost = SessionCost({})
+        for (usage,) in conn.execute(
+            "SELECT usage FROM events WHERE session_id = ? AND usage IS NOT NULL", (sid,)
+        ):
+            cost.add_live(orjson.loads(usage), prices)
+        conn.execute(
+            "UPDATE sessions SET models = ? WHERE session_id = ?",
+            (orjson.dumps(cost.models).decode(), sid),
+        )
+
+
+_SCHEMA_3 = """
+ALTER TABLE events ADD COLUMN cost_state TEXT;
+ALTER TABLE sessions ADD COLUMN models TEXT;
+ALTER TABLE sessions ADD COLUMN cost_source TEXT NOT NULL DEFAULT 'estimated'
+"""
+
+
 # Each entry migrates the schema from version i to i+1 (PRAGMA user_version).
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
@@ -147,25 +175,25 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
     _pack_rows,
+    _session_costs,
 ]
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (event_id, ts, received_at, source_app, machine_id, session_id,
     agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, usage, payload,
-    input_hash, duration_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    input_hash, cost_state, duration_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-_DURATION = 16  # duration_ms's place in an event_row()
+_DURATION = 17  # duration_ms's place in an event_row()
 _SESSION_UPSERT = """
 INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events,
-    tool_calls, errors, prompts, subagents, tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    tool_calls, errors, prompts, subagents)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (session_id) DO UPDATE SET
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
     ended_ts = coalesce(excluded.ended_ts, ended_ts), events = events + excluded.events,
     tool_calls = tool_calls + excluded.tool_calls, errors = errors + excluded.errors,
-    prompts = prompts + excluded.prompts, subagents = subagents + excluded.subagents,
-    tokens = tokens + excluded.tokens, cost_usd = cost_usd + excluded.cost_usd
+    prompts = prompts + excluded.prompts, subagents = subagents + excluded.subagents
 RETURNING first_ts
 """
 
@@ -205,8 +233,6 @@ class _SessionDelta:
     errors: int = 0
     prompts: int = 0
     subagents: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
 
 
 class Store:
@@ -218,8 +244,10 @@ class Store:
         queue_max_events: int = 100_000,
         on_write: Callable[[float, int], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.path = path
+        self.prices = prices or PriceTable()
         self.synchronous = synchronous
         self.capacity = queue_max_events
         self._on_write = on_write
@@ -480,6 +508,7 @@ class Store:
             new = [e for e, f in zip(events, flags, strict=True) if f]
             self._insert_new(conn, new)
         self._upsert_sessions(conn.cursor(), new)
+        self._account(conn, new)
         conn.execute("COMMIT")
         results: list[list[bool]] = []
         i = 0
@@ -537,9 +566,6 @@ class Store:
                 d.subagents += 1
             if e.outcome == "error":
                 d.errors += 1
-            for model, counts in (e.usage or {}).items():
-                d.tokens += sum(counts.values())
-                d.cost_usd += cost_usd(model, counts)
         for sid, d in deltas.items():
             row = cur.execute(
                 _SESSION_UPSERT,
@@ -555,14 +581,37 @@ class Store:
                     d.errors,
                     d.prompts,
                     d.subagents,
-                    d.tokens,
-                    d.cost_usd,
                 ),
             ).fetchone()
             if d.ended_ts is not None:
                 for e in new:
                     if e.session_id == sid and e.hook_event == "SessionEnd":
                         e.session_started_ts = row[0]
+
+    def _account(self, conn: sqlite3.Connection, new: list[Event]) -> None:
+        """Tokens and cost: each session's figures move on, and each event learns what it adds
+        to the counters (collector/accounting.py)."""
+        costly = [e for e in new if e.usage or e.cost_state]
+        if not costly:
+            return
+        sql = "SELECT session_id, models, cost_source FROM sessions WHERE session_id IN ({})"
+        sessions = {
+            sid: SessionCost.load(orjson.loads(models) if models else None, source)
+            for sid, models, source in _select_in(conn, sql, {e.session_id for e in costly})
+        }
+        for e in costly:
+            cost = sessions[e.session_id]
+            e.increments = cost.add_live(e.usage or {}, self.prices)
+            if e.cost_state:
+                e.increments += cost.settle(e.cost_state)
+        conn.executemany(
+            "UPDATE sessions SET models = ?, cost_source = ?, tokens = ?, cost_usd = ? "
+            "WHERE session_id = ?",
+            [
+                (orjson.dumps(c.models).decode(), c.cost_source, c.tokens, c.cost_usd, sid)
+                for sid, c in sessions.items()
+            ],
+        )
 
     # -- reads -----------------------------------------------------------------------------
     @contextmanager
@@ -705,6 +754,7 @@ def event_row(e: Event) -> list[Any]:
         usage,
         payloads.pack(e.payload, e.session_id, e.tool_use_id, e.source_app),
         stored_input_hash(e.input_hash),
+        orjson.dumps(e.cost_state).decode() if e.cost_state else None,
         None,
     ]
 

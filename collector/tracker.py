@@ -15,7 +15,6 @@ from typing import Any
 
 from collector.events import Event
 from collector.metrics import Metrics
-from collector.pricing import cost_usd
 
 MAX_TRACKED_SESSIONS = 50_000
 
@@ -145,11 +144,12 @@ class Tracker:
                     self._started_agents.popitem(last=False)
         if e.duration_ms is not None:
             self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
-        for model, counts in (e.usage or {}).items():
-            label = m.cap_model(model)
-            for kind, n in counts.items():
-                m.tokens.labels(model=label, type=kind).inc(n)
-            m.cost.labels(model=label).inc(cost_usd(model, counts))
+        for inc in e.increments or ():
+            label = m.cap_model(inc.model)
+            for kind, n in inc.tokens.items():
+                if n:
+                    self._child(m.tokens, label, kind).inc(n)
+            self._child(m.cost, label, inc.cost_source).inc(inc.cost_usd)
 
     def _loop(self, e: Event) -> None:
         """The same tool with the same input more than N times in a row, per agent of a session."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from collector.accounting import COST_SOURCES
 from collector.metrics import LabelCap
 from tests.conftest import Harness, envelope
 
@@ -96,7 +97,8 @@ def test_tokens_cost_and_session_duration(harness: Harness) -> None:
     assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="cache_read") == 10_000
     # opus 4.1: $15 in, $75 out per MTok; cache reads at 0.1x input.
     expected = 1000 * 15e-6 + 2000 * 75e-6 + 10_000 * 1.5e-6
-    assert abs(m("agentwatch_cost_usd_total", model="claude-opus-4-1") - expected) < 1e-9
+    cost = m("agentwatch_cost_usd_total", model="claude-opus-4-1", cost_source="estimated")
+    assert abs(cost - expected) < 1e-9
     assert m("agentwatch_session_duration_seconds_count", source_app="shop") == 1
     assert m("agentwatch_session_duration_seconds_sum", source_app="shop") == 90.0
     assert m("agentwatch_sessions_active", source_app="shop") == 0
@@ -117,3 +119,43 @@ def test_label_values_are_capped(make_harness: Any) -> None:
 def test_label_cap_keeps_first_values() -> None:
     cap = LabelCap(2)
     assert [cap(v) for v in ["a", "b", "c", "a", None]] == ["a", "b", "other", "a", "other"]
+
+
+def test_claude_codes_own_totals_settle_the_session_without_counting_twice(
+    harness: Harness,
+) -> None:
+    """Live usage is estimated; SessionEnd's cost-state replaces the session's figures and the
+    counters get only what it adds; a resumed session's next settlement adds only its growth."""
+    opus = "claude-opus-5-5"
+    live = {opus: {"input": 1000, "output": 100, "cache_read": 0, "cache_creation": 0}}
+
+    def state(inp: int, out: int, usd: float) -> dict[str, Any]:
+        counts = {"input": inp, "output": out, "cache_read": 50, "cache_creation": 0}
+        return {"total_cost_usd": usd, "models": {opus: {**counts, "cost_usd": usd}}}
+
+    send(
+        harness,
+        envelope(session_id="s-x", hook_event="Stop", usage=live),
+        envelope(session_id="s-x", hook_event="SessionEnd", cost_state=state(1500, 120, 0.01)),
+    )
+    m = harness.metric
+    estimated = 1000 * 4e-6 + 100 * 20e-6  # opus 5.5 as Claude Code 2.1.328 prices it
+    assert m("agentwatch_cost_usd_total", model=opus, cost_source="estimated") == estimated
+    assert abs(m("agentwatch_cost_usd_total", model=opus, cost_source="exact") - 0.004) < 1e-12
+    assert m("agentwatch_tokens_total", model=opus, type="input") == 1500
+    assert m("agentwatch_tokens_total", model=opus, type="cache_read") == 50
+    session = harness.client.get("/v1/sessions/s-x").json()
+    assert session["cost_usd"] == 0.01 and session["cost_source"] == "exact"
+    assert session["usage"] == {
+        opus: {"input": 1500, "output": 120, "cache_read": 50, "cache_creation": 0}
+    }
+    # --resume: the same session, Claude Code's totals carry over.
+    send(
+        harness,
+        envelope(session_id="s-x", hook_event="Stop", usage=live),
+        envelope(session_id="s-x", hook_event="SessionEnd", cost_state=state(2600, 230, 0.02)),
+    )
+    assert m("agentwatch_tokens_total", model=opus, type="input") == 2600
+    total = sum(m("agentwatch_cost_usd_total", model=opus, cost_source=s) for s in COST_SOURCES)
+    assert abs(total - 0.02) < 1e-12
+    assert harness.client.get("/v1/sessions/s-x").json()["tokens"] == 2600 + 230 + 50
