@@ -1,34 +1,52 @@
-"""Wall time of one hook run (collector up, down, hanging) beside the bare interpreter start-up.
+"""What a synchronous hook adds to each event (collector up, down, hanging), beside bare start-up.
 
-Every hook run is paired with a bare `<interpreter> -S -c pass` run right before it, so both
-see the same machine load. The interpreter is the real binary (no pyenv shim), as Claude Code
-would find it on PATH. Target: hook p95 <= 2x bare p95 in every case.
+Claude Code runs a command hook with the event's JSON on stdin and waits until the hook has
+exited and its stdout/stderr pipes have closed, so that is what is timed here: a detached flusher
+that kept a pipe open would show up in these figures. Every hook run is paired with a bare
+`<interpreter> -S -c pass` run right before it, timed the same way, so both see the same machine
+load. The interpreter is the real binary (no pyenv shim, no venv wrapper), as Claude Code would
+find it on PATH. The cases:
+- up: a live collector; the flusher delivers.
+- down: nothing listens on the port (connection refused); the flusher backs off.
+- hanging: a socket that accepts and never answers; the flusher blocks until its read timeout.
+Target: hook p95 <= 2x bare p95 in every case.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 
 from bench.common import Figure, percentile, say
+from tests.support.hanging import HangingServer
+from tests.support.procs import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 HOOK = REPO / "hooks" / "agentwatch_hook.py"
 PAYLOAD = (REPO / "tests" / "fixtures" / "hooks" / "03_pre_tool_use_bash.json").read_bytes()
-PYTHON = os.path.realpath(sys.executable)
+PYTHON = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 TARGET_RATIO = 2.0
 
 
 def _timed(args: list[str], stdin: bytes, env: dict[str, str]) -> float:
+    """Milliseconds until the process has exited and both its pipes are closed."""
     start = time.perf_counter()
-    subprocess.run(args, input=stdin, env=env, stdout=subprocess.DEVNULL, check=False)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.communicate(stdin, timeout=60)  # reads both pipes to EOF, then waits for the exit
     return (time.perf_counter() - start) * 1000
 
 
@@ -45,18 +63,13 @@ def _up(tmp: Path) -> Iterator[str]:
 
 @contextmanager
 def _down(tmp: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
 
 
 @contextmanager
 def _hanging(tmp: Path) -> Iterator[str]:
-    with socket.socket() as s:  # accepts (kernel backlog), never answers
-        s.bind(("127.0.0.1", 0))
-        s.listen(128)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    with HangingServer() as server:  # closes its connections on exit: the flushers give up
+        yield server.url
 
 
 CASES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
@@ -66,6 +79,17 @@ CASES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
 }
 
 
+def _flusher_done(spool: Path) -> bool:
+    fd = os.open(spool / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def run(quick: bool) -> list[Figure]:
     runs = 40 if quick else 300
     figures: list[Figure] = []
@@ -73,8 +97,9 @@ def run(quick: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="aw-bench-hook-") as tmpdir:
         tmp = Path(tmpdir)
         for case, server in CASES.items():
-            with server(tmp / case) as url:
-                env = {**base_env, "AGENTWATCH_URL": url, "AGENTWATCH_SPOOL_DIR": str(tmp / case)}
+            spool = tmp / case
+            with server(spool) as url:
+                env = {**base_env, "AGENTWATCH_URL": url, "AGENTWATCH_SPOOL_DIR": str(spool)}
                 hook = [PYTHON, "-S", str(HOOK)]
                 _timed(hook, PAYLOAD, env)  # first run creates the spool and byte-compiles
                 bare: list[float] = []
@@ -82,17 +107,28 @@ def run(quick: bool) -> list[Figure]:
                 for _ in range(runs):
                     bare.append(_timed([PYTHON, "-S", "-c", "pass"], b"", env))
                     times.append(_timed(hook, PAYLOAD, env))
-            b95, h50, h95 = percentile(bare, 95), percentile(times, 50), percentile(times, 95)
+            # The server is gone: let the last flusher give up before the spool is removed.
+            wait_until(partial(_flusher_done, spool), 30, f"the {case} flusher to exit")
+            b50, b95 = percentile(bare, 50), percentile(bare, 95)
+            h50, h95 = percentile(times, 50), percentile(times, 95)
             ratio = h95 / b95
-            met = ratio <= TARGET_RATIO
             say(
-                f"hook ({case}): p50 {h50:.1f} ms, p95 {h95:.1f} ms; bare start-up p50 "
-                f"{percentile(bare, 50):.1f} ms, p95 {b95:.1f} ms; p95 ratio {ratio:.2f}"
+                f"hook ({case}): p50 {h50:.1f} ms, p95 {h95:.1f} ms, max {max(times):.1f} ms; "
+                f"bare start-up p50 {b50:.1f} ms, p95 {b95:.1f} ms; p95 ratio {ratio:.2f} "
+                f"({runs} runs each)"
             )
             figures += [
-                Figure(f"hook_{case}_p50_ms", round(h50, 2), "ms", "", True),
-                Figure(f"hook_{case}_p95_ms", round(h95, 2), "ms", "", True),
-                Figure(f"hook_{case}_bare_startup_p95_ms", round(b95, 2), "ms", "", True),
-                Figure(f"hook_{case}_p95_vs_bare", round(ratio, 2), "x", "<= 2.0", met),
+                Figure(f"hook_{case}_p50_ms", round(h50, 2), "ms", "report", True),
+                Figure(f"hook_{case}_p95_ms", round(h95, 2), "ms", "report", True),
+                Figure(f"hook_{case}_bare_startup_p50_ms", round(b50, 2), "ms", "report", True),
+                Figure(f"hook_{case}_bare_startup_p95_ms", round(b95, 2), "ms", "report", True),
+                Figure(
+                    f"hook_{case}_p95_vs_bare",
+                    round(ratio, 2),
+                    "ratio",
+                    f"<= {TARGET_RATIO:g}",
+                    ratio <= TARGET_RATIO,
+                ),
             ]
+    say(f"hook bench interpreter: {PYTHON}")
     return figures

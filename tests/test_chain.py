@@ -5,6 +5,12 @@ Thousands of hook runs (a few in parallel) while, in turn: the collector is SIGK
 restarted on the same port and database (twice), the receiver is down for a while, the store's
 file system fills up, the receiver is slow. Afterwards every event handed to the hook is stored
 exactly once and was exported at least once. The counts are printed.
+
+The faults wait for conditions, never for time: the hook's own flusher may be backing off for
+seconds after a collector restart, so the load alone need not reach the collector (or the
+receiver) while a fault lasts. Each outage therefore sends probe events through the real hook,
+delivered at once with `--flush`, and lasts until the collector's own counter shows that the
+fault was hit (a failed export, a failed store write).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.db import connect
 from tests.support.otlp_receiver import GrpcReceiver
@@ -90,6 +97,8 @@ class Chain:
             "AGENTWATCH_SOURCE_APP": "chain",
         }
         self.done = 0
+        self.probes = 0  # hook runs beyond the paced load, numbered from EVENTS
+        self.lock = threading.Lock()
         self.began = time.monotonic()
         self.log: list[str] = []
 
@@ -100,9 +109,9 @@ class Chain:
         self.log.append(f"after {self.done} hook runs: {what}")
         print(self.log[-1], flush=True)
 
-    def hook(self, i: int, session: str) -> None:
+    def hook(self, i: int, session: str, paced: bool = True) -> None:
         delay = self.began + i * SECONDS / EVENTS - time.monotonic()
-        if delay > 0:
+        if paced and delay > 0:
             time.sleep(delay)
         event = {
             "session_id": session,
@@ -121,7 +130,26 @@ class Chain:
             timeout=60,
             check=True,
         )
-        self.done += 1
+        with self.lock:
+            self.done += 1
+
+    def probe(self, session: str) -> None:
+        """One more event through the real hook, delivered to the collector now (--flush)."""
+        with self.lock:
+            i = EVENTS + self.probes
+            self.probes += 1
+        self.hook(i, session, paced=False)
+        self.flush()
+
+    def metric(self, name: str) -> float:
+        """A sample of the collector's /metrics, summed over its labels."""
+        text = httpx.get(self.collector.url + "/metrics", timeout=10).text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        )
 
     def flush(self) -> None:
         subprocess.run(
@@ -154,20 +182,36 @@ def faults(chain: Chain, data: Path) -> list[tuple[float, Callable[[], None]]]:
         chain.note("collector restarted on the same port and database")
 
     def receiver_down() -> None:
+        failed = chain.metric("agentwatch_relay_failures_total")
         chain.receiver.stop()
         chain.note("receiver down")
+        # The relay exports only what reaches the store: send an event and wait for the relay
+        # to fail on it (it keeps retrying that batch while the receiver is down).
+        chain.probe("chain-receiver-down")
+        wait_until(
+            lambda: chain.metric("agentwatch_relay_failures_total") > failed,
+            120,
+            "the relay to fail an export while the receiver is down",
+        )
+        chain.note("an export failed")
 
     def receiver_up() -> None:
         chain.receiver.start()
         chain.note("receiver up")
 
     def disk_full() -> None:
+        failed = chain.metric("agentwatch_store_errors_total")
         state["filler"] = fill(data)
         chain.note(f"store's file system full ({shutil.disk_usage(data).free} bytes free)")
-        # The hook's flusher may be backing off after the outages: make sure writes hit the
-        # full disk now (one more event, then the hook's own immediate flush).
-        chain.hook(EVENTS, "chain-disk-full")
-        chain.flush()
+
+        # The hook's flusher may be backing off after the outages, and SQLite may still find
+        # room in its WAL for a while: send events until a store write has failed.
+        def write_failed() -> bool:
+            chain.probe("chain-disk-full")
+            return chain.metric("agentwatch_store_errors_total") > failed
+
+        wait_until(write_failed, 120, "a store write to fail on the full disk")
+        chain.note("a store write failed")
 
     def disk_freed() -> None:
         state["filler"].unlink()
@@ -220,13 +264,14 @@ def test_every_event_is_stored_once_and_exported_under_faults(tmp_path: Path) ->
             assert chain.log[-1].endswith("receiver fast again"), chain.log  # every fault ran
             chain.flush()  # the hook's own replay of whatever is still spooled
             stored = chain.stored()
-            want = {f"toolu_chain_{i:06d}" for i in range(EVENTS + 1)}  # + the disk-full one
+            want = {f"toolu_chain_{i:06d}" for i in range(EVENTS + chain.probes)}
             ids = {event_id for _, event_id in stored.values()}
             wait_until(lambda: ids <= chain.receiver.rec.event_ids(), 120, "every event exported")
             exported = chain.receiver.rec.event_ids()
             twice = sum(1 for n, _ in stored.values() if n > 1)
+            runs = EVENTS + chain.probes
             print(
-                f"hook runs {EVENTS + 1}, stored {len(stored)} (more than once: {twice}), "
+                f"hook runs {runs}, stored {len(stored)} (more than once: {twice}), "
                 f"exported {len(ids & exported)} (receiver got {len(chain.receiver.rec.logs)} "
                 f"log records in {chain.receiver.rec.requests} requests)"
             )

@@ -38,6 +38,36 @@ class Retry(Exception):
     """The collector cannot take events now; keep them and back off."""
 
 
+def detach(keep: int) -> None:
+    """Let go of every descriptor the hook was started with: 0-2 become /dev/null, the rest close.
+
+    Claude Code waits until nothing holds the hook's stdout/stderr open. A flusher that kept any
+    of them (0-2, or a copy at a higher number: a launcher's dup, a sibling hook's pipe leaked by
+    a racy spawner) would make a hook wait for a delivery, up to the flusher's network timeouts.
+    Called in the intermediate child before it forks the flusher: once the hook has reaped that
+    child, no process of ours holds anything of the hook's but `keep` (flush.lock).
+    """
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != devnull:
+            os.dup2(devnull, fd)
+    for fd in _open_fds():
+        if fd > 2 and fd != keep:
+            try:  # noqa: SIM105 - contextlib is one more import before the hook can exit
+                os.close(fd)  # devnull too, unless it landed on a closed 0-2
+            except OSError:  # the listing's own descriptor, already gone
+                pass
+
+
+def _open_fds() -> List[int]:
+    for listing in ("/proc/self/fd", "/dev/fd"):  # Linux, then macOS and the BSDs
+        try:
+            return [int(name) for name in os.listdir(listing)]
+        except (OSError, ValueError):
+            continue
+    return list(range(3, min(os.sysconf("SC_OPEN_MAX"), 65536)))
+
+
 def run_detached(cfg: Config, spool: Spool, lock_fd: int) -> None:
     """Drain while holding the lock; re-check after releasing it so no event is stranded."""
     while True:

@@ -54,11 +54,14 @@ def build_envelope(
         agent_id, parent, agent_type = str(sub_id), session_id, payload.get("agent_type")
     else:
         agent_id, parent, agent_type = session_id, None, payload.get("agent_type")
-    cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
+    # The project, even after the agent has `cd`ed elsewhere: Claude Code gives its hooks
+    # CLAUDE_PROJECT_DIR; the payload's cwd follows the agent.
+    project = os.environ.get("CLAUDE_PROJECT_DIR") or payload.get("cwd")
+    project = project if isinstance(project, str) and project.strip("/") else os.getcwd()
     envelope: Dict[str, Any] = {
         "event_id": _uuid4(),
         "ts": cfg.replay_ts_ms if cfg.replay_ts_ms is not None else time.time_ns() // 1_000_000,
-        "source_app": cfg.source_app or os.path.basename(cwd.rstrip("/")) or "unknown",
+        "source_app": cfg.source_app or os.path.basename(project.rstrip("/")) or "unknown",
         "machine_id": spool.machine_id(),
         "session_id": session_id,
         "agent_id": agent_id,
@@ -70,14 +73,30 @@ def build_envelope(
         "usage": _usage(hook_event, payload, spool),
         "payload": redact.clean(payload, needs_redaction),
     }
+    if hook_event == "SessionEnd":
+        cost_state = _cost_state(payload)
+        if cost_state:
+            envelope["cost_state"] = cost_state
     dropped = spool.take_dropped()
     if dropped:
         envelope["spool_dropped"] = dropped
     return envelope
 
 
+# Events that can close a turn or a session: the transcript is read at each, so the last turn
+# of a headless run (not yet written when Stop runs) and an interrupted turn are counted.
+# A subagent's own transcript is read when it stops.
+USAGE_EVENTS = {
+    "Stop": "transcript_path",
+    "StopFailure": "transcript_path",
+    "SessionEnd": "transcript_path",
+    "UserPromptSubmit": "transcript_path",
+    "SubagentStop": "agent_transcript_path",
+}
+
+
 def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[dict]:
-    key = {"Stop": "transcript_path", "SubagentStop": "agent_transcript_path"}.get(hook_event)
+    key = USAGE_EVENTS.get(hook_event)
     path = payload.get(key) if key else None
     if not isinstance(path, str) or not path:
         return None
@@ -90,20 +109,34 @@ def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[d
         return None
 
 
+def _cost_state(payload: Dict[str, Any]) -> Optional[dict]:
+    path = payload.get("transcript_path")
+    if not isinstance(path, str) or not path:
+        return None
+    from .transcript import read_cost_state
+
+    return read_cost_state(os.path.expanduser(path))
+
+
 def spawn_flusher(cfg: Config, spool: Spool) -> None:
     """Double-fork a flusher that holds flush.lock; return at once.
 
     The lock is taken here, before forking, so a hook finding a flusher already running does
     not fork at all: that flusher re-checks the spool after releasing the lock. The grandchild
     inherits the locked descriptor; the parent closes its copy without unlocking.
+    The child lets go of every other descriptor before forking (flusher.detach), so when the
+    hook has reaped it no flusher holds a pipe that Claude Code waits on.
     """
     lock_fd = try_lock(spool.lock_path("flush.lock"))
     if lock_fd is None:
         return
     pid = os.fork()
-    if pid == 0:  # child: new session, fork again, exit so the grandchild is re-parented
+    if pid == 0:  # child: new session, drop our descriptors, fork again, exit (re-parenting)
         try:
             os.setsid()
+            from .flusher import detach
+
+            detach(lock_fd)
             if os.fork() == 0:
                 _become_flusher(cfg, spool, lock_fd)
         finally:
@@ -113,12 +146,7 @@ def spawn_flusher(cfg: Config, spool: Spool) -> None:
 
 
 def _become_flusher(cfg: Config, spool: Spool, lock_fd: int) -> None:
-    try:
-        # Claude Code waits for the hook's stdout/stderr to close: let go of them.
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+    try:  # its descriptors were let go of by its parent (flusher.detach)
         from .flusher import run_detached
 
         run_detached(cfg, spool, lock_fd)
