@@ -1,0 +1,236 @@
+"""The real Claude Code, headless, against the scripted Messages API stand-in, with our hooks
+installed each way a user can (project, user, plugin, http): every hook it ran is stored once,
+every tool call completes with its outcome, tokens and cost are Claude Code's own, the agent
+tree is what ran, and no secret from a tool's input or output is stored."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.claude import INSTALL_MODES, Claude, Run, model_usage
+from tests.support.fake_anthropic import FakeAnthropic, Reply, ToolUse
+from tests.support.procs import Proc, start_collector, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "ghp_" + "Z9" * 18  # a GitHub token: the redaction must catch it in input and output
+TOOL_END = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    proc = start_collector(tmp_path_factory.mktemp("collector"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(params=INSTALL_MODES)
+def claude(
+    request: pytest.FixtureRequest, tmp_path: Path, api: FakeAnthropic, collector: Proc
+) -> Claude:
+    return Claude(tmp_path, api.url, collector.url, mode=request.param)
+
+
+def get(collector: Proc, path: str, **params: Any) -> Any:
+    r = httpx.get(collector.url + path, params=params, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stored(collector: Proc, session_id: str) -> list[dict[str, Any]]:
+    events, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 500} | ({"cursor": cursor} if cursor else {})
+        page = get(collector, f"/v1/sessions/{session_id}/events", **params)
+        events += page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return events
+
+
+def delivered(claude: Claude, collector: Proc, session_id: str) -> list[dict[str, Any]]:
+    """The session's stored events, once as many as the hooks Claude Code ran have arrived."""
+    ran = claude.hooks_run(session_id)
+    assert ran, "Claude Code ran no hook"
+    with contextlib.suppress(TimeoutError):  # the comparison after this says what is missing
+        wait_until(
+            lambda: len(_stored_or_none(collector, session_id)) >= len(ran), 60, "the events"
+        )
+    return stored(collector, session_id)
+
+
+def _stored_or_none(collector: Proc, session_id: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{collector.url}/v1/sessions/{session_id}/events", params={"limit": 500})
+    return r.json()["items"] if r.status_code == 200 else []
+
+
+def check(
+    claude: Claude,
+    collector: Proc,
+    api: FakeAnthropic,
+    run: Run,
+    unfinished: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """What every scenario must show; returns the session for scenario-specific checks.
+    `unfinished`: tool calls Claude Code never ran to an end (refused in a headless run)."""
+    assert run.returncode == 0, run.stderr
+    sid = run.session_id
+    events = delivered(claude, collector, sid)
+    ran = claude.hooks_run(sid)
+    # The stored events are the hooks Claude Code ran, each once (by event and tool_use_id).
+    assert Counter((e["hook_event"], e["tool_use_id"]) for e in events) == Counter(
+        (p["hook_event_name"], p.get("tool_use_id")) for p in ran
+    )
+    assert len({e["event_id"] for e in events}) == len(events)
+    # Every tool call that started has ended, with the outcome its end event says.
+    started = {e["tool_use_id"] for e in events if e["hook_event"] == "PreToolUse"}
+    ended = {e["tool_use_id"]: e for e in events if e["hook_event"] in TOOL_END}
+    assert started - unfinished <= set(ended), f"calls that never ended: {started - set(ended)}"
+    # Tokens and cost are Claude Code's own, and what the stand-in billed.
+    session = get(collector, f"/v1/sessions/{sid}")
+    assert session["usage"] == model_usage(run.result) == api.script.usage_by_model()
+    assert session["cost_usd"] == round(run.result["total_cost_usd"], 6) > 0
+    assert session["cost_source"] == "exact"
+    # The project, not wherever the agent cd'ed to.
+    assert {e["source_app"] for e in events} == {claude.project.name}
+    # No secret the stand-in put in a tool's input or output was stored.
+    exported = httpx.get(f"{collector.url}/v1/export", params={"session_id": sid}).text
+    assert SECRET not in exported and sid in exported
+    return session
+
+
+def test_headless_run_with_one_tool_call(
+    claude: Claude, collector: Proc, api: FakeAnthropic
+) -> None:
+    bash = ToolUse("Bash", {"command": f"cd /tmp && echo {SECRET}", "description": "echo"})
+    api.script.conversations["[[one]]"] = [
+        Reply(tools=[bash], input=1200, output=40, cache_read=300, cache_creation=500),
+        Reply(text="Printed it.", input=1500, output=15, cache_read=1700),
+    ]
+    run = claude.headless("[[one]] print the token", "--allowedTools", "Bash")
+    check(claude, collector, api, run)
+    events = stored(collector, run.session_id)
+    (end,) = [e for e in events if e["hook_event"] == "PostToolUse"]
+    assert end["tool_use_id"] == bash.id and end["outcome"] == "success"
+    assert [e["hook_event"] for e in events][:2] == ["SessionStart", "UserPromptSubmit"]
+    assert events[-1]["hook_event"] == "SessionEnd"
+
+
+def test_failing_tool(claude: Claude, collector: Proc, api: FakeAnthropic) -> None:
+    bash = ToolUse("Bash", {"command": "echo no >&2; exit 3", "description": "fail"})
+    api.script.conversations["[[fail]]"] = [Reply(tools=[bash]), Reply(text="It failed.")]
+    run = claude.headless("[[fail]] run it", "--allowedTools", "Bash")
+    check(claude, collector, api, run)
+    (end,) = [e for e in stored(collector, run.session_id) if e["tool_use_id"] == bash.id][1:]
+    assert end["hook_event"] == "PostToolUseFailure" and end["outcome"] == "error"
+
+
+def test_two_tool_calls_in_one_message(claude: Claude, collector: Proc, api: FakeAnthropic) -> None:
+    a = ToolUse("Bash", {"command": "echo a", "description": "a"})
+    b = ToolUse("Bash", {"command": "echo b", "description": "b"})
+    api.script.conversations["[[two]]"] = [Reply(tools=[a, b], output=60), Reply(text="Both.")]
+    run = claude.headless("[[two]] run both", "--allowedTools", "Bash")
+    check(claude, collector, api, run)
+    ends = {
+        e["tool_use_id"]: e["outcome"]
+        for e in stored(collector, run.session_id)
+        if e["hook_event"] == "PostToolUse"
+    }
+    assert ends == {a.id: "success", b.id: "success"}
+
+
+def test_tool_refused_by_permissions(claude: Claude, collector: Proc, api: FakeAnthropic) -> None:
+    """Headless, a call that needs a permission nobody can grant: Claude Code 2.1.328 runs
+    PreToolUse, PermissionRequest and PostToolBatch (whose tool_calls carry the refusal), and no
+    end event for the call. All of them are stored."""
+    write = ToolUse("Write", {"file_path": str(claude.project / "x.txt"), "content": "x"})
+    api.script.conversations["[[deny]]"] = [Reply(tools=[write]), Reply(text="Not allowed.")]
+    run = claude.headless("[[deny]] write a file", "--permission-mode", "default")
+    check(claude, collector, api, run, unfinished=frozenset({write.id}))
+    assert not (claude.project / "x.txt").exists()
+    assert [d["tool_use_id"] for d in run.result["permission_denials"]] == [write.id]
+    events = stored(collector, run.session_id)
+    (asked,) = [e for e in events if e["hook_event"] == "PermissionRequest"]
+    assert asked["tool_name"] == "Write"
+    (batch,) = [e for e in events if e["hook_event"] == "PostToolBatch"]
+    assert [c["tool_use_id"] for c in batch["payload"]["tool_calls"]] == [write.id]
+
+
+def test_background_subagent_with_tools_of_its_own(
+    claude: Claude, collector: Proc, api: FakeAnthropic
+) -> None:
+    launch = ToolUse(
+        "Agent",
+        {
+            "subagent_type": "general-purpose",
+            "description": "look around",
+            "prompt": "[[sub]] list the files",
+        },
+    )
+    inner = ToolUse("Bash", {"command": "ls", "description": "list"})
+    api.script.conversations["[[parent]]"] = [
+        Reply(tools=[launch], input=2000, output=30),
+        Reply(text="Waiting for it.", input=2100, output=10),
+        Reply(text="It is done.", input=2600, output=12),
+    ]
+    api.script.conversations["[[sub]]"] = [
+        Reply(tools=[inner], input=900, output=25, cache_creation=400),
+        Reply(text="Two files.", input=1000, output=8, cache_read=400),
+    ]
+    run = claude.headless("[[parent]] use a subagent", "--allowedTools", "Bash,Agent")
+    session = check(claude, collector, api, run)
+    assert session["subagents"] == 1
+    tree = get(collector, f"/v1/sessions/{run.session_id}/tree")
+    main = tree.get("agent", tree)
+    assert [c["tool_use_id"] for c in main["tool_calls"]] == [launch.id]
+    (sub,) = main["subagents"]
+    assert sub["agent_type"] == "general-purpose"
+    assert sub["started_by"]["tool_use_id"] == launch.id
+    assert [(c["tool_use_id"], c["outcome"]) for c in sub["tool_calls"]] == [(inner.id, "success")]
+
+
+def test_resumed_session_joins_the_same_session(
+    claude: Claude, collector: Proc, api: FakeAnthropic
+) -> None:
+    api.script.conversations["[[resume]]"] = [
+        Reply(text="First.", input=1000, output=10),
+        Reply(text="Second.", input=3000, output=30),
+    ]
+    first = claude.headless("[[resume]] one")
+    assert first.returncode == 0, first.stderr
+    second = claude.headless("two", "--resume", first.session_id)
+    assert second.session_id == first.session_id
+    session = check(claude, collector, api, second)
+    assert session["prompts"] == 2
+    starts = [e for e in stored(collector, first.session_id) if e["hook_event"] == "SessionStart"]
+    assert [e["payload"]["source"] for e in starts] == ["startup", "resume"]
+
+
+def test_interrupted_headless_run_still_counts_its_tokens(
+    claude: Claude, collector: Proc, api: FakeAnthropic
+) -> None:
+    """SIGINT while a slow tool runs: no Stop, no end of the call; SessionEnd still settles the
+    session on Claude Code's own totals."""
+    started = claude.root / "tool-started"
+    slow = ToolUse(
+        "Bash", {"command": f"touch {started} && timeout 120 tail -f /dev/null", "description": "w"}
+    )
+    api.script.conversations["[[slow]]"] = [Reply(tools=[slow], input=4000, output=70)]
+    run = claude.interrupted("[[slow]] wait", started.exists, "--allowedTools", "Bash")
+    sid = run.session_id
+    assert "Stop" not in {p["hook_event_name"] for p in claude.hooks_run(sid)}
+    check(claude, collector, api, run, unfinished=frozenset({slow.id}))
