@@ -202,6 +202,32 @@ def test_capture_metadata_drops_prompt_and_tool_content(make_harness: Any) -> No
     assert payload["tool_name"] == "Bash"
 
 
+def test_capture_metadata_keeps_only_an_allow_list(make_harness: Any) -> None:
+    """Content in fields a list of content keys would miss (summaries, permission rules, error
+    details, whatever a newer Claude Code adds) is dropped too; kinds and ids are kept."""
+    h = make_harness(capture="metadata")
+    texts = {
+        "compact_summary": "we discussed the merger",
+        "permission_suggestions": [{"type": "addRules", "rules": [{"ruleContent": "rm -rf"}]}],
+        "error_details": "stack trace with /home/dev/plans",
+        "last_assistant_message": "the plan is",
+        "some_future_field": "more content",
+    }
+    events = [
+        envelope(hook_event="PostCompact", payload={"hook_event_name": "PostCompact", **texts}),
+        envelope(
+            hook_event="StopFailure",
+            payload={"hook_event_name": "StopFailure", "error": "rate_limit", **texts},
+        ),
+    ]
+    assert h.post("/v1/events", events).status_code == 200
+    rows = [orjson.loads(r[0]) for r in h.rows(f"SELECT {PAYLOAD_TEXT} FROM events ORDER BY seq")]
+    for payload in rows:
+        assert not set(texts) & set(payload), payload
+        assert payload["session_id"] and payload["tool_use_id"]
+    assert rows[1]["error"] == "rate_limit"  # StopFailure's error is a kind, not a text
+
+
 def test_secrets_are_redacted_before_storage(harness: Harness) -> None:
     key = "sk-ant-api03-" + "A" * 40
     env = envelope(payload={"tool_input": {"command": f"ANTHROPIC_API_KEY={key} claude -p hi"}})
