@@ -24,12 +24,12 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 
 deps: $(VENV)/.installed ## Python virtualenv with all deps
 
-system-deps: ## Debian's prometheus and alertmanager (installed when missing and root)
-	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then :; \
+system-deps: ## Debian's prometheus, alertmanager and tmux (installed when missing and root)
+	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && command -v tmux >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo ">> installing prometheus and prometheus-alertmanager from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
-	else echo ">> prometheus/promtool/alertmanager missing and not root: e2e tests will skip (fail under CI=true)"; fi
+	  echo ">> installing prometheus, prometheus-alertmanager and tmux from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager tmux >/dev/null; \
+	else echo ">> prometheus/promtool/alertmanager/tmux missing and not root: e2e tests will skip (fail under CI=true)"; fi
 
 node-deps: tools/node_modules/.installed ## npm packages for checks and tests (LogQL parser, Claude Code)
 

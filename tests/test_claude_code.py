@@ -6,6 +6,7 @@ tree is what ran, and no secret from a tool's input or output is stored."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.support.procs import Proc, start_collector, wait_until
 pytestmark = pytest.mark.e2e
 
 SECRET = "ghp_" + "Z9" * 18  # a GitHub token: the redaction must catch it in input and output
+PROMPT = "\u276f"  # the heavy angle Claude Code draws at its input line
 TOOL_END = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
 
 
@@ -85,10 +87,22 @@ def check(
     run: Run,
     unfinished: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """What every scenario must show; returns the session for scenario-specific checks.
-    `unfinished`: tool calls Claude Code never ran to an end (refused in a headless run)."""
+    """What every headless scenario must show; returns the session for further checks.
+    `unfinished`: tool calls Claude Code never ran to an end (refused, interrupted)."""
     assert run.returncode == 0, run.stderr
-    sid = run.session_id
+    own = (model_usage(run.result), run.result["total_cost_usd"])
+    return check_session(claude, collector, api, run.session_id, own, unfinished)
+
+
+def check_session(
+    claude: Claude,
+    collector: Proc,
+    api: FakeAnthropic,
+    sid: str,
+    own: tuple[dict[str, dict[str, int]], float],
+    unfinished: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """`own`: Claude Code's own tokens by model and cost for the session."""
     events = delivered(claude, collector, sid)
     ran = claude.hooks_run(sid)
     # The stored events are the hooks Claude Code ran, each once (by event and tool_use_id).
@@ -102,8 +116,8 @@ def check(
     assert started - unfinished <= set(ended), f"calls that never ended: {started - set(ended)}"
     # Tokens and cost are Claude Code's own, and what the stand-in billed.
     session = get(collector, f"/v1/sessions/{sid}")
-    assert session["usage"] == model_usage(run.result) == api.script.usage_by_model()
-    assert session["cost_usd"] == round(run.result["total_cost_usd"], 6) > 0
+    assert session["usage"] == own[0] == api.script.usage_by_model()
+    assert session["cost_usd"] == round(own[1], 6) > 0
     assert session["cost_source"] == "exact"
     # The project, not wherever the agent cd'ed to.
     assert {e["source_app"] for e in events} == {claude.project.name}
@@ -234,3 +248,47 @@ def test_interrupted_headless_run_still_counts_its_tokens(
     sid = run.session_id
     assert "Stop" not in {p["hook_event_name"] for p in claude.hooks_run(sid)}
     check(claude, collector, api, run, unfinished=frozenset({slow.id}))
+
+
+def test_interactive_session_with_compaction(
+    claude: Claude, collector: Proc, api: FakeAnthropic
+) -> None:
+    """Under tmux as a person types: startup, a prompt with a tool call, /compact, /exit. The
+    session's cost is the one Claude Code recorded for it (its transcript's cost-state)."""
+    bash = ToolUse("Bash", {"command": "echo hi", "description": "say hi"})
+    api.script.conversations["[[tty]]"] = [
+        Reply(tools=[bash], input=2400, output=40, cache_creation=800),
+        Reply(text="Said hi.", input=2500, output=12, cache_read=800),
+        Reply(text="Summary: said hi.", input=2600, output=30),  # the compaction
+    ]
+
+    def ran(event: str) -> bool:
+        return any(p["hook_event_name"] == event for p in claude.hooks_run())
+
+    with claude.interactive("--allowedTools", "Bash") as tty:
+        tty.wait_for(lambda: PROMPT in tty.screen(), "the input prompt")
+        tty.type("[[tty]] say hi")
+        tty.wait_for(lambda: ran("Stop"), "the turn's Stop hook")
+        tty.type("/compact")
+        tty.wait_for(lambda: ran("PostCompact"), "the PostCompact hook")
+        tty.type("/exit")
+        tty.wait_for(lambda: ran("SessionEnd"), "the SessionEnd hook")
+    sid = claude.hooks_run()[0]["session_id"]
+    own = json.loads(
+        next(
+            line
+            for line in reversed(claude.transcript(sid).read_text().splitlines())
+            if '"type":"cost-state"' in line
+        )
+    )
+    usage = model_usage({"modelUsage": own["modelUsage"]})
+    check_session(claude, collector, api, sid, (usage, own["totalCostUSD"]))
+    events = stored(collector, sid)
+    (post,) = [e for e in events if e["hook_event"] == "PostCompact"]
+    assert post["payload"]["trigger"] == "manual" and post["payload"]["compact_summary"]
+    assert [e["payload"].get("source") for e in events if e["hook_event"] == "SessionStart"] == [
+        "startup",
+        "compact",
+    ]
+    (end,) = [e for e in events if e["hook_event"] == "SessionEnd"]
+    assert end["payload"]["reason"] == "prompt_input_exit"

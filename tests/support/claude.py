@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +176,36 @@ class Claude:
                 proc.communicate()
         return Run(proc.returncode, out, err)
 
+    @contextmanager
+    def interactive(self, *args: str) -> Iterator[Tmux]:
+        """Claude Code's terminal UI under tmux, as a person starts it in the project."""
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            message = "tmux not found (apt-get install tmux)"
+            pytest.fail(message) if IN_CI else pytest.skip(message)
+        key = self.env()["ANTHROPIC_API_KEY"]
+        # What the first-run screens would ask: onboarding done, this key approved, project trusted.
+        (self.home / ".claude.json").write_text(
+            json.dumps(
+                {
+                    "hasCompletedOnboarding": True,
+                    "theme": "dark",
+                    "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
+                    "projects": {str(self.project): {"hasTrustDialogAccepted": True}},
+                }
+            )
+        )
+        env = [f"{k}={v}" for k, v in self.env().items()] + ["TERM=xterm-256color"]
+        session = Tmux(str(tmux), self.root / "tmux.sock")
+        session.run(
+            "new-session", "-d", "-x", "160", "-y", "50", "-c", str(self.project),
+            "env", "-i", *env, *self.argv(*args),
+        )  # fmt: skip
+        try:
+            yield session
+        finally:
+            session.run("kill-server", check=False)
+
     # -- what Claude Code ran ------------------------------------------------------------------
     def hooks_run(self, session_id: str | None = None) -> list[dict[str, Any]]:
         """Every hook payload the recorder saw, in the order the hooks started."""
@@ -204,3 +237,32 @@ def model_usage(result: dict[str, Any]) -> dict[str, dict[str, int]]:
         model: {ours: int(m.get(theirs, 0)) for theirs, ours in names.items()}
         for model, m in result["modelUsage"].items()
     }
+
+
+@dataclass
+class Tmux:
+    """One tmux server on a private socket: type into its pane, read its screen."""
+
+    binary: str
+    socket: Path
+
+    def run(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            [self.binary, "-S", str(self.socket), *args], capture_output=True, text=True
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tmux {args[0]}: {proc.stderr}")
+        return proc.stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", check=False)
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-l", text)
+        self.run("send-keys", "Enter")
+
+    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        try:
+            wait_until(check, timeout, what)
+        except TimeoutError:
+            raise AssertionError(f"{what} never happened; the screen:\n{self.screen()}") from None
