@@ -8,10 +8,14 @@ event and tool-use ids and shifted timestamps: the rows are what the collector s
 Sessions start uniformly over the last 30 days (the default retention), 200 events each, with
 two parallel subagents in half of them, across five source apps.
 
+One more session is wide: 1,000 subagents started by Agent calls in the background (Claude
+Code 2.1: the call returns before the subagent starts), of three types, four launched at a time,
+each with three tool calls (about 10,000 events); its tree answer is most of a megabyte.
+
 Then a real collector (uvicorn) starts on that file and each query is timed over HTTP with a
-keep-alive client: p50 and p95 of the session list, a timeline page, a session tree, a filtered
-event page and the tool statistics over 24 h, plus start-up time (process start to /readyz
-200), RSS after the queries, and store bytes per session.
+keep-alive client: p50 and p95 of the session list, a timeline page, a session tree (a typical
+one and the wide one), a filtered event page and the tool statistics over 24 h, plus start-up
+time (process start to /readyz 200), RSS after the queries, and store bytes per session.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ APPS = ["shop", "billing", "docs-site", "infra", "mobile-app"]
 DAY_MS = 86_400_000
 SPREAD_MS = 30 * DAY_MS
 TARGET_MS = 100.0
+WIDE_SUBAGENTS = 1000
+WIDE_TARGET_MS = 50.0
+SUBAGENT_TYPES = ("Explore", "Plan", "general-purpose")
 
 
 def _subagent_block(session: str, ts: int, app: str) -> list[dict[str, Any]]:
@@ -80,6 +87,55 @@ def _subagent_block(session: str, ts: int, app: str) -> list[dict[str, Any]]:
             tool_name="Task",
             tool_use_id=tid,
         )
+    return out
+
+
+def wide_session(session: str, ts: int, app: str, subagents: int) -> list[dict[str, Any]]:
+    """One session whose main agent starts `subagents` background subagents, four at a time:
+    each Agent call's PostToolUse comes before its SubagentStart, and each subagent makes three
+    tool calls (Read, Grep, Bash)."""
+    out: list[dict[str, Any]] = []
+
+    def add(hook: str, payload: dict[str, Any], **extra: Any) -> None:
+        nonlocal ts
+        ts += 7
+        out.append(envelope(session, hook, ts, app, payload, **extra))
+
+    add("SessionStart", {"source": "startup", "model": "claude-sonnet-4-5"})
+    add("UserPromptSubmit", {"prompt": "Survey every module of the repository"})
+    for first in range(0, subagents, 4):
+        batch = range(first, min(first + 4, subagents))
+        for i in batch:
+            tid = f"toolu_agent{i:05d}_{uuid.uuid4().hex[:12]}"
+            call = {
+                "tool_name": "Agent",
+                "tool_use_id": tid,
+                "tool_input": {
+                    "subagent_type": SUBAGENT_TYPES[i % len(SUBAGENT_TYPES)],
+                    "description": f"survey module {i}",
+                    "prompt": f"Read src/module_{i}.py and summarise what it does",
+                },
+            }
+            ids = {"tool_name": "Agent", "tool_use_id": tid}
+            add("PreToolUse", call, **ids)
+            add("PostToolUse", {**call, "tool_response": "Agent launched in background"}, **ids)
+        for i in batch:
+            sub = {"agent_id": f"agent-{i:05d}-{uuid.uuid4().hex[:10]}"}
+            sub["agent_type"] = SUBAGENT_TYPES[i % len(SUBAGENT_TYPES)]
+            add("SubagentStart", sub, **sub)
+            for tool, tool_input in (
+                ("Read", {"file_path": f"/home/dev/{app}/src/module_{i}.py"}),
+                ("Grep", {"pattern": "def handler", "path": "src"}),
+                ("Bash", {"command": f"pytest -q tests/test_module_{i}.py"}),
+            ):
+                tid = f"toolu_{uuid.uuid4().hex[:24]}"
+                call = {**sub, "tool_name": tool, "tool_use_id": tid, "tool_input": tool_input}
+                ids = {**sub, "tool_name": tool, "tool_use_id": tid}
+                add("PreToolUse", call, **ids)
+                add("PostToolUse", {**call, "tool_response": "src/a.py:1: def handler"}, **ids)
+            add("SubagentStop", sub, **sub)
+        add("UserPromptSubmit", {"prompt": "<task-notification> four subagents finished"})
+    add("Stop", {"stop_hook_active": False})
     return out
 
 
@@ -156,6 +212,19 @@ def build_store(path: Path, total_events: int) -> tuple[list[str], float]:
     return sessions, time.perf_counter() - started
 
 
+def add_wide_session(path: Path) -> str:
+    """The wide session (see the module docstring), through the real normalisation; its id."""
+    now = int(time.time() * 1000)
+    sid = f"wide-{uuid.uuid4()}"
+    settings = Settings()
+    envs = wide_session(sid, now - DAY_MS, APPS[0], WIDE_SUBAGENTS)
+    store = Store(path, queue_max_events=1_000_000)
+    store.open()
+    store.write_sync([from_envelope(e, now, settings) for e in envs])
+    store.close()
+    return sid
+
+
 def _time(client: httpx.Client, url: str, runs: int) -> list[float]:
     samples = []
     for _ in range(runs):
@@ -181,6 +250,7 @@ def run(quick: bool) -> list[Figure]:
             f"built {len(sessions):,} sessions in {build_s:.1f}s; store {size / 1e6:.0f} MB, "
             f"{per_session_kb:.1f} KB per session of {EVENTS_PER_SESSION} events"
         )
+        wide = add_wide_session(db)  # after the size per session, which it would skew
         t = time.perf_counter()
         proc = start_collector(Path(tmp), env={"AGENTWATCH_RETENTION_DAYS": "31"}, db=db)
         startup = time.perf_counter() - t
@@ -197,6 +267,9 @@ def run(quick: bool) -> list[Figure]:
                     ),
                     "session timeline page": lambda i: f"/v1/sessions/{picks[i]}/events?limit=100",
                     "session tree": lambda i: f"/v1/sessions/{picks[i]}/tree",
+                    f"session tree, {WIDE_SUBAGENTS} subagents": lambda i: (
+                        f"/v1/sessions/{wide}/tree"
+                    ),
                     "filtered event page": lambda i: (
                         "/v1/events?range=24h&tool=Bash&errors=true&limit=100"
                     ),
@@ -217,18 +290,22 @@ def run(quick: bool) -> list[Figure]:
                         samples += _time(client, make(i), 1)
                     p50, p95 = percentile(samples, 50), percentile(samples, 95)
                     say(f"{name:38s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
+                    target = WIDE_TARGET_MS if "subagents" in name else TARGET_MS
                     figures.append(
                         Figure(f"query {name} p50", p50, "ms", "", True),
                     )
                     figures.append(
-                        Figure(f"query {name} p95", p95, "ms", "<= 100 ms", p95 <= TARGET_MS)
+                        Figure(f"query {name} p95", p95, "ms", f"<= {target:g} ms", p95 <= target)
                     )
+                wide_kb = len(client.get(f"/v1/sessions/{wide}/tree").content) / 1024
+                say(f"the tree of {WIDE_SUBAGENTS} subagents is {wide_kb:.0f} KB")
             rss = psutil.Process(proc.proc.pid).memory_info().rss / 1e6
             say(f"collector RSS after the queries: {rss:.0f} MB")
         finally:
             proc.stop()
     figures += [
         Figure("query store events", float(total), "events", "", True),
+        Figure(f"query session tree {WIDE_SUBAGENTS} subagents size", wide_kb, "KB", "", True),
         Figure("query collector start-up", startup, "s", "<= 2 s", startup <= 2.0),
         Figure("query collector RSS", rss, "MB", "", True),
         Figure(

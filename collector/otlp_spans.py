@@ -4,9 +4,8 @@ A session is one trace. Spans:
 - `invoke_agent main`: the session (root), first event -> SessionEnd;
 - `prompt_turn`: UserPromptSubmit -> Stop/StopFailure (error status on StopFailure), child of the root;
 - `invoke_agent <type>`: a subagent, SubagentStart -> SubagentStop, child of the Task/Agent tool
-  call that started it. Claude Code does not say which call started a subagent, so the first open,
-  unclaimed Task/Agent call of the session whose `subagent_type` matches wins (the oldest first:
-  parallel subagents of one type are matched in order), else any unclaimed one, else the turn;
+  call that started it (decided at its first event by collector/launches.py, the rule the tree
+  API follows too), else of the open turn;
 - `execute_tool <name>`: PreToolUse -> PostToolUse/PostToolUseFailure (error status on failure),
   child of its agent's span (a main-agent call: the open turn, else the root).
 
@@ -25,10 +24,10 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
+from collector.launches import SUBAGENT_TOOLS, Launches, subagent_type
 from collector.otlp_ids import span_id, trace_id
 from collector.otlp_logs import agent_name, error_text, put_attrs, usage_attributes
 
-TASK_TOOLS = frozenset({"Task", "Agent"})
 Usage = Mapping[str, Mapping[str, int]] | None
 Decoded = tuple[Any, Mapping[str, Any], Usage]  # events row (sqlite3.Row or dict), payload, usage
 History = Callable[[str, int], Iterable[Decoded]]  # (session id, before seq) -> older events
@@ -58,9 +57,7 @@ class SessionTree:
     early_ends: dict[str, OpenSpan] = field(
         default_factory=dict
     )  # ends whose start is not seen yet
-    tasks: list[tuple[str, str]] = field(
-        default_factory=list
-    )  # open, unclaimed (tool_use_id, type)
+    launches: Launches = field(default_factory=Launches)  # which call started which subagent
     last_ts: int = 0
     last_received: int = 0
 
@@ -134,11 +131,11 @@ class SessionTree:
     def _agent(self, row: Mapping[str, Any], agent: str) -> OpenSpan | None:
         span = self.agents.get(agent)
         ts = row["ts"]
-        kind = row["agent_type"] or ""
         if span is None:
             if agent in self.closed_agents:
                 return None
-            parent = self._claim_task(kind) or self._main_parent()
+            launch = self.launches.claim(agent, row["agent_type"])
+            parent = span_id(self.session_id, "tool", launch) if launch else self._main_parent()
             attrs = self._base(row) | {
                 "gen_ai.operation.name": "invoke_agent",
                 "gen_ai.agent.id": agent,
@@ -156,13 +153,6 @@ class SessionTree:
             span.start_ms = min(span.start_ms, ts)
         return span
 
-    def _claim_task(self, kind: str) -> bytes | None:
-        if not self.tasks:
-            return None
-        pick = next((i for i, (_, t) in enumerate(self.tasks) if t == kind), 0)
-        tool_use_id, _ = self.tasks.pop(pick)
-        return span_id(self.session_id, "tool", tool_use_id)
-
     def _tool_start(
         self,
         row: Mapping[str, Any],
@@ -171,6 +161,8 @@ class SessionTree:
     ) -> None:
         tool_use_id: str = row["tool_use_id"]
         tool = row["tool_name"] or "unknown"
+        if tool in SUBAGENT_TOOLS:
+            self.launches.call(tool_use_id, subagent_type(payload))
         agent = row["agent_id"] or self.session_id
         parent = span_id(self.session_id, "agent", agent) if agent != self.session_id else None
         attrs = self._base(row) | {
@@ -194,10 +186,6 @@ class SessionTree:
             done.append(self._close(span, max(early.start_ms, span.start_ms)))
             return
         self.tools[tool_use_id] = span
-        if tool in TASK_TOOLS:
-            tool_input = payload.get("tool_input")
-            kind = tool_input.get("subagent_type") if isinstance(tool_input, dict) else None
-            self.tasks.append((tool_use_id, str(kind or "")))
 
     def _tool_end(
         self,
@@ -209,7 +197,8 @@ class SessionTree:
         hook = row["hook_event"]
         error = (error_text(hook, payload) or hook) if hook == "PostToolUseFailure" else None
         span = self.tools.pop(tool_use_id, None)
-        self.tasks = [t for t in self.tasks if t[0] != tool_use_id]
+        if error is not None and row["tool_name"] in SUBAGENT_TOOLS:
+            self.launches.failed(tool_use_id)
         if span is None:
             # Keep the end until its start arrives (or the session times out).
             tool = row["tool_name"] or "unknown"
@@ -251,7 +240,7 @@ class SessionTree:
         if self.root is not None and not self.root_closed:
             spans.append(self.root)
             self.root_closed = True
-        self.tools, self.early_ends, self.agents, self.turns, self.tasks = {}, {}, {}, {}, []
+        self.tools, self.early_ends, self.agents, self.turns = {}, {}, {}, {}
         return [self._close(s, end, incomplete=True) for s in spans]
 
 

@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 
 from collector import otlp_ids
+from collector.accounting import SessionCost
 from collector.events import TOOL_END_EVENTS
+from collector.launches import SUBAGENT_TOOLS, Call, Failure, Sighting, attribute, subagent_type
 from collector.payloads import AGENT_TYPE, EVENT_SELECT, PAYLOAD_TEXT
 
 RANGE_PRESETS = {"5m": 300_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000}
@@ -30,7 +32,6 @@ OUTCOMES = ("success", "error", "blocked")
 SESSION_STATUSES = ("active", "idle", "ended")
 MAX_LIMIT = 10_000
 TEXT_SCAN_BUDGET = 10_000  # events a page with free text looks at (see list_events)
-SUBAGENT_TOOLS = ("Task", "Agent")
 EVENT_COLUMNS = (
     "seq",
     "event_id",
@@ -52,7 +53,7 @@ EVENT_COLUMNS = (
 _SELECT_EVENTS = f"SELECT {EVENT_SELECT} FROM events"  # EVENT_COLUMNS, unpacked
 _SESSION_COLUMNS = (
     "session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events, tool_calls, "
-    "errors, prompts, subagents, tokens, cost_usd"
+    "errors, prompts, subagents, tokens, cost_usd, cost_source"
 )
 
 
@@ -273,7 +274,7 @@ def iter_events(
 # -- sessions --------------------------------------------------------------------------------
 def session_json(row: Sequence[Any], now_ms: int, idle_ms: int) -> dict[str, Any]:
     (sid, app, machine, first, last, ended, events, tools, errors, prompts, subs, tokens, cost) = (
-        row
+        row[:13]
     )
     end = ended if ended is not None else last
     if ended is not None:
@@ -299,6 +300,7 @@ def session_json(row: Sequence[Any], now_ms: int, idle_ms: int) -> dict[str, Any
         "prompts": prompts,
         "tokens": tokens,
         "cost_usd": round(cost, 6),
+        "cost_source": row[13],
         "trace_id": trace_id(sid),
     }
 
@@ -367,15 +369,14 @@ def get_session(
         return None
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     out = session_json(row, now, idle_ms)
-    models: dict[str, dict[str, int]] = {}
-    for (usage,) in conn.execute(
-        "SELECT usage FROM events WHERE session_id = ? AND usage IS NOT NULL", (session_id,)
-    ):
-        for model, counts in orjson.loads(usage).items():
-            total = models.setdefault(model, {})
-            for kind, n in counts.items():
-                total[kind] = total.get(kind, 0) + n
-    out["usage"] = models
+    (models,) = conn.execute(
+        "SELECT models FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    cost = SessionCost.load(orjson.loads(models) if models else None, out["cost_source"])
+    out["usage"] = cost.usage()
+    out["cost_by_model"] = {
+        m: round(float(v.get("cost_usd", 0.0)), 6) for m, v in cost.models.items()
+    }
     return out
 
 
@@ -390,130 +391,148 @@ def span_id(session_id: str, kind: str, key: str) -> str:
     return otlp_ids.span_id(session_id, kind, key).hex()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Agent:
     agent_id: str
-    agent_type: str
+    agent_type: str | None  # None: not known yet
     parent: str | None
-    start: int | None = None
-    end: int | None = None
+    start: int | None
+    end: int | None
+    first_seq: int = 0  # its first event in store order, and that event's agent_type
+    first_type: str | None = None
     started_by: dict[str, Any] | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
 
 
+# A row's part in a tool call as one small integer, not two text columns: i for _STEPS[i] (its
+# hook and stored outcome: 0 is the PreToolUse), NULL for any other row.
+_STEPS = [("PreToolUse", "")]
+_STEPS += [(end, outcome) for end in sorted(TOOL_END_EVENTS) for outcome in OUTCOMES]
+_STEP = " ".join(
+    ["CASE WHEN tool_use_id IS NULL THEN NULL"]
+    + [f"WHEN hook_event = '{h}' AND outcome = '{o}' THEN {i}" for i, (h, o) in enumerate(_STEPS)]
+    + ["END"]
+)
+# In time order, straight from the (session_id, ts) index, and as few Python objects as will do:
+# making them is most of the cost (a text column ~1.5 ms per 10,000 rows, an integer or NULL
+# less). agent_id is NULL for the main agent, whose type is not read, and parent_agent_id when
+# it is the session; a subagent's type is what the relay reads (AGENT_TYPE). A payload is
+# unpacked (a few µs) only for a Task/Agent call, for its subagent_type.
+_TREE_SELECT = (
+    "SELECT seq, ts, nullif(agent_id, session_id), nullif(parent_agent_id, session_id), "
+    f"CASE WHEN agent_id NOT NULL THEN {AGENT_TYPE} END, {_STEP}, tool_name, tool_use_id, "
+    "CASE WHEN hook_event = 'PreToolUse' AND tool_name IN ('Task', 'Agent') "
+    f"THEN {PAYLOAD_TEXT} END FROM events WHERE session_id = ? ORDER BY ts, seq"
+)
+
+
 def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
     """The agent hierarchy of a session: the main agent, its subagents (each with the Task/Agent
-    tool call that started it), and the tool calls of each agent with durations and outcomes."""
-    exists = conn.execute(
-        "SELECT 1 FROM events WHERE session_id = ? LIMIT 1", (session_id,)
-    ).fetchone()
-    if exists is None:
-        return None
-    agents: dict[str, _Agent] = {session_id: _Agent(session_id, "main", None)}
-    starts: list[tuple[int, int, str, str]] = []  # (ts, seq, agent_id, agent_type)
-    launches: dict[str, list[tuple[int, int, str, str | None]]] = {}  # parent -> Task calls
+    tool call that started it, by collector/launches.py), and the tool calls of each agent with
+    durations and outcomes. One pass over the session's rows, in time order (10,000 rows and 1,000
+    subagents take ~30 ms, more than half of it reading the rows)."""
+    agents: dict[str | None, _Agent] = {}  # by agent_id column: None is the main agent
     calls: dict[str, dict[str, Any]] = {}
-    call_agents: dict[str, str] = {}
-    rows = conn.execute(
-        f"SELECT seq, ts, coalesce(agent_id, session_id), parent_agent_id, {AGENT_TYPE}, hook_event, "
-        "tool_name, tool_use_id, outcome, CASE WHEN hook_event = 'PreToolUse' AND tool_name IN "
-        f"('Task', 'Agent') THEN json_extract({PAYLOAD_TEXT}, '$.tool_input.subagent_type') END "
-        "FROM events WHERE session_id = ? ORDER BY ts, seq",
-        (session_id,),
-    ).fetchall()
-    for seq, ts, aid, parent, agent_type, hook, tool, tool_use_id, outcome, sub_type in rows:
-        agent = agents.get(aid)
+    launches: list[Call] = []
+    failures: list[Failure] = []
+    callers: dict[str, str] = {}  # the agent that made each Task/Agent call
+    get_agent, get_call = agents.get, calls.get
+    # Row by row, not fetchall(): each row is freed as soon as it is read, so the rows neither
+    # pile up in memory nor set off the garbage collector (of the whole heap, when they survive).
+    rows = conn.execute(_TREE_SELECT, (session_id,))
+    for seq, ts, aid, parent, kind, step, tool, tool_use_id, task_payload in rows:
+        agent = get_agent(aid)
         if agent is None:
-            agent = agents[aid] = _Agent(aid, agent_type or "unknown", parent or session_id)
-        elif agent_type and agent.agent_type == "unknown":
-            agent.agent_type = agent_type
-        agent.start = ts if agent.start is None else min(agent.start, ts)
-        agent.end = ts if agent.end is None else max(agent.end, ts)
-        if hook == "SubagentStart" and aid != session_id:
-            starts.append((ts, seq, aid, agent.agent_type))
-        elif hook == "PreToolUse" and tool in SUBAGENT_TOOLS and tool_use_id:
-            launches.setdefault(aid, []).append((ts, seq, tool_use_id, sub_type))
-        if tool_use_id and (hook == "PreToolUse" or hook in TOOL_END_EVENTS):
-            call = calls.get(tool_use_id)
-            if call is None:
-                call = calls[tool_use_id] = _call(session_id, tool_use_id, tool)
-                call_agents[tool_use_id] = aid
-            if hook == "PreToolUse":
-                call["start"] = ts
-            else:
-                call["end"], call["outcome"] = ts, outcome
-            call["tool_name"] = call["tool_name"] or tool
-    for call in sorted(calls.values(), key=lambda c: (_first(c), c["tool_use_id"])):
-        if call["start"] is not None and call["end"] is not None:
-            call["duration_ms"] = max(call["end"] - call["start"], 0)
-        elif call["end"] is None:
-            call["outcome"] = "running"
-        aid = call_agents[call["tool_use_id"]]
-        agents.setdefault(aid, _Agent(aid, "unknown", session_id)).tool_calls.append(call)
-    _match_launches(agents, starts, launches, calls)
-    for agent in agents.values():
-        if agent.parent is not None and agent.parent in agents:
-            agents[agent.parent].children.append(agent.agent_id)
+            agent = agents[aid] = (
+                _Agent(session_id, "main", None, ts, ts)
+                if aid is None
+                else _Agent(aid, kind, parent or session_id, ts, ts, seq, kind)
+            )
+        else:
+            agent.end = ts  # rows come in time order
+            if seq < agent.first_seq:
+                agent.first_seq, agent.first_type = seq, kind
+            if agent.agent_type is None:
+                agent.agent_type = kind
+        if step is None:
+            continue
+        call = get_call(tool_use_id)
+        if call is None:
+            call = calls[tool_use_id] = {
+                "tool_use_id": tool_use_id,
+                "tool_name": tool,
+                "start": None,
+                "end": None,
+                "duration_ms": None,
+                "outcome": "",
+                "span_id": span_id(session_id, "tool", tool_use_id),
+            }
+            agent.tool_calls.append(call)
+        elif call["tool_name"] is None:
+            call["tool_name"] = tool
+        if step == 0:
+            call["start"] = ts
+            if task_payload is not None:
+                launches.append(Call(seq, tool_use_id, _subagent_type(task_payload)))
+                callers.setdefault(tool_use_id, agent.agent_id)
+        else:
+            hook, call["outcome"] = _STEPS[step]
+            call["end"] = ts
+            if hook == "PostToolUseFailure" and tool in SUBAGENT_TOOLS:
+                failures.append(Failure(seq, tool_use_id))
+    if not agents:
+        return None
+    main = agents.pop(None, None) or _Agent(session_id, "main", None, None, None)
+    subagents = list(agents.values())
+    tree = {a.agent_id: a for a in subagents}
+    tree[session_id] = main
+    for agent in tree.values():
+        for call in agent.tool_calls:
+            start, end = call["start"], call["end"]
+            if end is None:
+                call["outcome"] = "running"
+            elif start is not None:
+                call["duration_ms"] = max(end - start, 0)
+        agent.tool_calls.sort(key=_call_order)
+    sightings = [Sighting(a.first_seq, a.agent_id, a.first_type) for a in subagents]
+    types = {c.tool_use_id: c.subagent_type for c in launches}
+    for aid, tool_use_id in attribute(launches, sightings, failures).items():
+        call = calls[tool_use_id]
+        call["subagent_id"] = aid
+        agent = tree[aid]
+        agent.parent = callers[tool_use_id]  # the agent that made the call
+        agent.started_by = {
+            "tool_use_id": tool_use_id,
+            "tool_name": call["tool_name"],
+            "subagent_type": types[tool_use_id],
+            "start": call["start"],
+            "end": call["end"],
+            "duration_ms": call["duration_ms"],
+            "outcome": call["outcome"],
+        }
+    for agent in subagents:
+        if agent.parent is not None and agent.parent in tree:
+            tree[agent.parent].children.append(agent.agent_id)
     return {
         "session_id": session_id,
         "trace_id": trace_id(session_id),
-        "agent": _agent_json(agents, session_id, session_id),
+        "agent": _agent_json(tree, session_id, session_id),
     }
 
 
-def _call(session_id: str, tool_use_id: str, tool: str | None) -> dict[str, Any]:
-    return {
-        "tool_use_id": tool_use_id,
-        "tool_name": tool,
-        "start": None,
-        "end": None,
-        "duration_ms": None,
-        "outcome": "",
-        "span_id": span_id(session_id, "tool", tool_use_id),
-    }
+def _subagent_type(payload: str) -> str | None:
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return subagent_type(body) if isinstance(body, dict) else None
 
 
-def _first(call: dict[str, Any]) -> int:
-    return int(call["start"] if call["start"] is not None else call["end"])
-
-
-def _match_launches(
-    agents: dict[str, _Agent],
-    starts: list[tuple[int, int, str, str]],
-    launches: dict[str, list[tuple[int, int, str, str | None]]],
-    calls: dict[str, dict[str, Any]],
-) -> None:
-    """Pair each SubagentStart with the parent's Task/Agent PreToolUse that launched it.
-
-    Parallel subagents of one type start in the order their tool calls were made, so within a
-    parent and a type the n-th start takes the n-th unclaimed call made before it; a start whose
-    type matches no call takes the earliest unclaimed call of any type (older versions omit
-    subagent_type)."""
-    claimed: set[str] = set()
-    for ts, _seq, aid, agent_type in sorted(starts):
-        agent = agents[aid]
-        candidates = [c for c in launches.get(agent.parent or "", []) if c[2] not in claimed]
-        candidates = [c for c in candidates if c[0] <= ts] or candidates
-        typed = [c for c in candidates if c[3] == agent_type]
-        untyped = [c for c in candidates if c[3] is None]
-        pool = typed or untyped or candidates
-        if not pool:
-            continue
-        pick = pool[0]
-        claimed.add(pick[2])
-        call = calls.get(pick[2])
-        agent.started_by = {
-            "tool_use_id": pick[2],
-            "tool_name": call["tool_name"] if call else None,
-            "subagent_type": pick[3],
-            "start": call["start"] if call else pick[0],
-            "end": call["end"] if call else None,
-            "duration_ms": call["duration_ms"] if call else None,
-            "outcome": call["outcome"] if call else "running",
-        }
-        if call is not None:
-            call["subagent_id"] = aid
+def _call_order(call: dict[str, Any]) -> tuple[int, str]:
+    """By start (by end if the start was not seen), then by id."""
+    start = call["start"]
+    return (call["end"] if start is None else start), call["tool_use_id"]
 
 
 def _agent_json(agents: dict[str, _Agent], aid: str, session_id: str) -> dict[str, Any]:
@@ -525,7 +544,7 @@ def _agent_json(agents: dict[str, _Agent], aid: str, session_id: str) -> dict[st
     )
     return {
         "agent_id": agent.agent_id,
-        "agent_type": agent.agent_type,
+        "agent_type": agent.agent_type or "unknown",
         "parent_agent_id": agent.parent,
         "span_id": span_id(session_id, "agent", aid),
         "parent_span_id": parent_span,

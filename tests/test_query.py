@@ -111,7 +111,9 @@ def test_session_pagination_walks_every_session_once(store: Harness) -> None:
 def test_session_detail_and_unknown(store: Harness) -> None:
     s = get(store, "/v1/sessions/s-old")
     assert s["session_id"] == "s-old" and s["errors"] == 1
-    assert s["usage"] == {"claude-sonnet-4-5": {"input": 1000, "output": 500}}
+    assert s["usage"] == {
+        "claude-sonnet-4-5": {"input": 1000, "output": 500, "cache_read": 0, "cache_creation": 0}
+    }
     assert s["trace_id"] == q.trace_id("s-old") and len(s["trace_id"]) == 32
     r = store.client.get("/v1/sessions/nope")
     assert r.status_code == 404 and "nope" in r.json()["error"]
