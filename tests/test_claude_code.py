@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.claude import INSTALL_MODES, Claude, Run, model_usage
 from tests.support.fake_anthropic import FakeAnthropic, Reply, ToolUse
+from tests.support.otlp_receiver import GrpcReceiver
 from tests.support.procs import Proc, start_collector, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -27,8 +28,17 @@ TOOL_END = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
 
 
 @pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = start_collector(tmp_path_factory.mktemp("collector"))
+def receiver() -> Iterator[GrpcReceiver]:
+    """A real OTLP/gRPC receiver the collector relays to: the spans of the real sessions."""
+    rec = GrpcReceiver().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory, receiver: GrpcReceiver) -> Iterator[Proc]:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    proc = start_collector(tmp_path_factory.mktemp("collector"), env)
     yield proc
     proc.stop()
 
@@ -185,7 +195,7 @@ def test_tool_refused_by_permissions(claude: Claude, collector: Proc, api: FakeA
 
 
 def test_background_subagent_with_tools_of_its_own(
-    claude: Claude, collector: Proc, api: FakeAnthropic
+    claude: Claude, collector: Proc, api: FakeAnthropic, receiver: GrpcReceiver
 ) -> None:
     launch = ToolUse(
         "Agent",
@@ -215,6 +225,15 @@ def test_background_subagent_with_tools_of_its_own(
     assert sub["agent_type"] == "general-purpose"
     assert sub["started_by"]["tool_use_id"] == launch.id
     assert [(c["tool_use_id"], c["outcome"]) for c in sub["tool_calls"]] == [(inner.id, "success")]
+    # The exported trace puts the subagent under the same call (one rule: collector/launches.py).
+
+    def exported() -> list[dict[str, Any]]:
+        return [s for s in receiver.rec.spans if s["span_id"] == sub["span_id"]]
+
+    wait_until(lambda: bool(exported()), 60, "the subagent's span at the receiver")
+    (span,) = exported()
+    assert span["trace_id"] == tree["trace_id"] == session["trace_id"]
+    assert span["parent_span_id"] == sub["parent_span_id"]
 
 
 def test_resumed_session_joins_the_same_session(
