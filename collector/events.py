@@ -21,7 +21,11 @@ from collector.settings import Settings
 
 # Failure comes from the event type, never from grepping output.
 FAILURE_EVENTS = {"PostToolUseFailure", "StopFailure"}
-TOOL_END_EVENTS = {"PostToolUse", "PostToolUseFailure"}
+# The end of one tool call: it ran (PostToolUse), failed (PostToolUseFailure) or was refused by
+# the auto-mode classifier (PermissionDenied).
+TOOL_END_EVENTS = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
+# Fired once the calls of one assistant message are done; lists them all (see batch_calls).
+TOOL_BATCH_EVENT = "PostToolBatch"
 # AGENTWATCH_CAPTURE=metadata keeps only these payload keys: ids, names, kinds, flags and
 # numbers. Everything else (prompts, tool input and output, messages, summaries, permission
 # rules, error texts, and whatever fields a newer Claude Code adds) is dropped.
@@ -199,8 +203,14 @@ def prepare_payload(payload: dict[str, Any], settings: Settings) -> str:
     a prefix that no pattern recognises any more.
     """
     if settings.capture == "metadata":
-        extra = METADATA_KEYS_OF.get(str(payload.get("hook_event_name")), frozenset())
-        payload = {k: v for k, v in payload.items() if k in METADATA_KEYS or k in extra}
+        hook_event = payload.get("hook_event_name")
+        extra = METADATA_KEYS_OF.get(str(hook_event), frozenset())
+        kept = {k: v for k, v in payload.items() if k in METADATA_KEYS or k in extra}
+        if hook_event == TOOL_BATCH_EVENT:  # which calls, not what they did
+            kept["tool_calls"] = [
+                {"tool_use_id": i, "tool_name": n} for i, n in batch_calls(payload)
+            ]
+        payload = kept
     try:
         text = redact(orjson.dumps(payload).decode())
     except TypeError as exc:  # e.g. an integer beyond 64 bits
@@ -228,7 +238,26 @@ def _input_hash(tool_name: str | None, payload: dict[str, Any]) -> str | None:
     return f"{tool_name}:{input_digest(payload['tool_input'])}"
 
 
+def batch_calls(payload: Any) -> list[tuple[str, str | None]]:
+    """(tool_use_id, tool_name) of each call a PostToolBatch lists.
+
+    A listed call with no end event of its own (TOOL_END_EVENTS) by then never ran: refused for
+    want of a permission in a headless run, or blocked by Claude Code before PreToolUse. The
+    batch ends it, as blocked (the tree, the spans and the tool-call counter all read it so)."""
+    calls = payload.get("tool_calls") if isinstance(payload, dict) else None
+    if not isinstance(calls, list):
+        return []
+    out = []
+    for call in calls:
+        if isinstance(call, dict) and isinstance(call.get("tool_use_id"), str):
+            name = call.get("tool_name")
+            out.append((call["tool_use_id"], name if isinstance(name, str) else None))
+    return out
+
+
 def outcome_of(hook_event: str, payload: dict[str, Any]) -> str:
+    if hook_event == "PermissionDenied":
+        return "blocked"
     if hook_event == "PostToolUseFailure":
         return "blocked" if payload.get("is_interrupt") is True else "error"
     if hook_event in FAILURE_EVENTS:

@@ -4,7 +4,7 @@ Ids are hashes of what identifies a span (session, kind, key), so a re-export af
 or the query API computing them on its own, gives the same ids as the first export.
 
 The span an event belongs to (`trace_context`) is a pure function of the event row:
-- PreToolUse / PostToolUse / PostToolUseFailure with a tool_use_id: its `execute_tool` span;
+- PreToolUse / PostToolUse / PostToolUseFailure / PermissionDenied with a tool_use_id: its `execute_tool` span;
 - UserPromptSubmit: the prompt turn it opens (keyed by its event_id);
 - any other event of a subagent: that subagent's `invoke_agent` span;
 - any other event of the main agent (Stop included: which turn a Stop closes depends on
@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure"})
+from collector.events import TOOL_END_EVENTS
+
+TOOL_EVENTS = frozenset({"PreToolUse", *TOOL_END_EVENTS})
 
 
 # Cached: the same session and agent ids come back for every event of a session.

@@ -6,7 +6,8 @@ A session is one trace. Spans:
 - `invoke_agent <type>`: a subagent, SubagentStart -> SubagentStop, child of the Task/Agent tool
   call that started it (decided at its first event by collector/launches.py, the rule the tree
   API follows too), else of the open turn;
-- `execute_tool <name>`: PreToolUse -> PostToolUse/PostToolUseFailure (error status on failure),
+- `execute_tool <name>`: PreToolUse -> PostToolUse/PostToolUseFailure/PermissionDenied, or the
+  PostToolBatch that lists a call that never ran (error status on failure, "blocked" on those),
   child of its agent's span (a main-agent call: the open turn, else the root).
 
 A span is exported once its end arrives. An end seen before its start waits for it. What never
@@ -24,6 +25,7 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
+from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, batch_calls
 from collector.launches import SUBAGENT_TOOLS, Launches, subagent_type
 from collector.otlp_ids import span_id, trace_id
 from collector.otlp_logs import agent_name, error_text, put_attrs, usage_attributes
@@ -85,8 +87,14 @@ class SessionTree:
         tool_use_id = row["tool_use_id"]
         if hook == "PreToolUse" and tool_use_id:
             self._tool_start(row, payload, done)
-        elif hook in ("PostToolUse", "PostToolUseFailure") and tool_use_id:
+        elif hook in TOOL_END_EVENTS and tool_use_id:
             self._tool_end(row, payload, done)
+        elif hook == TOOL_BATCH_EVENT:
+            for unrun, _ in batch_calls(payload):  # still open: it never ran (blocked)
+                span = self.tools.pop(unrun, None)
+                if span is not None:
+                    span.error = "blocked"
+                    done.append(self._close(span, ts))
         elif hook == "UserPromptSubmit" and sub is None:
             for key in list(self.turns):
                 done.append(self._close(self.turns.pop(key), ts, incomplete=True))
@@ -196,6 +204,8 @@ class SessionTree:
         tool_use_id: str = row["tool_use_id"]
         hook = row["hook_event"]
         error = (error_text(hook, payload) or hook) if hook == "PostToolUseFailure" else None
+        if hook == "PermissionDenied":
+            error = "blocked"
         span = self.tools.pop(tool_use_id, None)
         if error is not None and row["tool_name"] in SUBAGENT_TOOLS:
             self.launches.failed(tool_use_id)

@@ -22,7 +22,7 @@ import orjson
 
 from collector import otlp_ids
 from collector.accounting import SessionCost
-from collector.events import TOOL_END_EVENTS
+from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, batch_calls
 from collector.launches import SUBAGENT_TOOLS, Call, Failure, Sighting, attribute, subagent_type
 from collector.payloads import AGENT_TYPE, EVENT_SELECT, PAYLOAD_TEXT
 
@@ -409,8 +409,11 @@ class _Agent:
 # hook and stored outcome: 0 is the PreToolUse), NULL for any other row.
 _STEPS = [("PreToolUse", "")]
 _STEPS += [(end, outcome) for end in sorted(TOOL_END_EVENTS) for outcome in OUTCOMES]
+_BATCH = -1  # a PostToolBatch: it ends, as blocked, the calls it lists that never ran
 _STEP = " ".join(
-    ["CASE WHEN tool_use_id IS NULL THEN NULL"]
+    [
+        f"CASE WHEN hook_event = '{TOOL_BATCH_EVENT}' THEN {_BATCH} WHEN tool_use_id IS NULL THEN NULL"
+    ]
     + [f"WHEN hook_event = '{h}' AND outcome = '{o}' THEN {i}" for i, (h, o) in enumerate(_STEPS)]
     + ["END"]
 )
@@ -423,6 +426,7 @@ _TREE_SELECT = (
     "SELECT seq, ts, nullif(agent_id, session_id), nullif(parent_agent_id, session_id), "
     f"CASE WHEN agent_id NOT NULL THEN {AGENT_TYPE} END, {_STEP}, tool_name, tool_use_id, "
     "CASE WHEN hook_event = 'PreToolUse' AND tool_name IN ('Task', 'Agent') "
+    f"OR hook_event = '{TOOL_BATCH_EVENT}' "
     f"THEN {PAYLOAD_TEXT} END FROM events WHERE session_id = ? ORDER BY ts, seq"
 )
 
@@ -457,17 +461,12 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
                 agent.agent_type = kind
         if step is None:
             continue
+        if step == _BATCH:
+            _end_unrun(calls, agent, session_id, ts, task_payload)
+            continue
         call = get_call(tool_use_id)
         if call is None:
-            call = calls[tool_use_id] = {
-                "tool_use_id": tool_use_id,
-                "tool_name": tool,
-                "start": None,
-                "end": None,
-                "duration_ms": None,
-                "outcome": "",
-                "span_id": span_id(session_id, "tool", tool_use_id),
-            }
+            call = calls[tool_use_id] = _new_call(session_id, tool_use_id, tool)
             agent.tool_calls.append(call)
         elif call["tool_name"] is None:
             call["tool_name"] = tool
@@ -519,6 +518,32 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
         "trace_id": trace_id(session_id),
         "agent": _agent_json(tree, session_id, session_id),
     }
+
+
+def _new_call(session_id: str, tool_use_id: str, tool: str | None) -> dict[str, Any]:
+    return {
+        "tool_use_id": tool_use_id,
+        "tool_name": tool,
+        "start": None,
+        "end": None,
+        "duration_ms": None,
+        "outcome": "",
+        "span_id": span_id(session_id, "tool", tool_use_id),
+    }
+
+
+def _end_unrun(
+    calls: dict[str, dict[str, Any]], agent: _Agent, session_id: str, ts: int, payload: str
+) -> None:
+    """The calls a PostToolBatch lists that have no end yet never ran: blocked, ending now."""
+    for tool_use_id, tool in batch_calls(orjson.loads(payload)):
+        call = calls.get(tool_use_id)
+        if call is None:  # blocked before its PreToolUse
+            call = calls[tool_use_id] = _new_call(session_id, tool_use_id, tool)
+            call["start"] = ts
+            agent.tool_calls.append(call)
+        if call["end"] is None:
+            call["end"], call["outcome"] = ts, "blocked"
 
 
 def _subagent_type(payload: str) -> str | None:
@@ -578,11 +603,14 @@ def tool_stats(
     the mean, p50, p95, p99 of the duration (calls with both ends seen)."""
     # The end events carry the call's outcome and (once both ends are stored) its duration.
     clauses, args = EventFilter(start=start, end=end, source_app=source_app).where()
-    clauses.append("hook_event IN ('PostToolUse', 'PostToolUseFailure')")
+    clauses.append(f"hook_event IN ({', '.join('?' * len(_ENDS))})")
     per_tool: dict[str, tuple[list[int], list[int]]] = {}
-    for tool, duration, outcome in conn.execute(
-        f"SELECT tool_name, duration_ms, outcome FROM events WHERE {' AND '.join(clauses)}", args
-    ):
+    rows = conn.execute(
+        f"SELECT tool_name, duration_ms, outcome FROM events WHERE {' AND '.join(clauses)}",
+        (*args, *_ENDS),
+    ).fetchall()
+    rows += [(tool, None, "blocked") for tool in _unrun_calls(conn, start, end, source_app)]
+    for tool, duration, outcome in rows:
         durations, counts = per_tool.setdefault(tool or "unknown", ([], [0, 0, 0]))
         counts[0] += 1
         counts[1] += outcome == "error"
@@ -605,6 +633,36 @@ def tool_stats(
         stats["mean_ms"] = sum(durations) / len(durations) if durations else None
         out.append(stats)
     return out
+
+
+_ENDS = tuple(sorted(TOOL_END_EVENTS))
+
+
+def _unrun_calls(
+    conn: sqlite3.Connection, start: int | None, end: int | None, source_app: str | None
+) -> list[str | None]:
+    """Tool names of the calls that PostToolBatch events in the window list and that have no end
+    event of their own: they never ran (events.batch_calls). Looked up per session, on the
+    (session_id, ts) index: tool_use_id has none."""
+    clauses, args = EventFilter(
+        start=start, end=end, source_app=source_app, hook_event=TOOL_BATCH_EVENT
+    ).where()
+    listed: dict[str, dict[str, str | None]] = {}
+    for sid, payload in conn.execute(
+        f"SELECT session_id, {PAYLOAD_TEXT} FROM events WHERE {' AND '.join(clauses)}", args
+    ):
+        listed.setdefault(sid, {}).update(batch_calls(orjson.loads(payload)))
+    unrun: list[str | None] = []
+    ends = ",".join("?" * len(_ENDS))
+    for sid, calls in listed.items():
+        for (ended,) in conn.execute(
+            f"SELECT tool_use_id FROM events WHERE session_id = ? AND hook_event IN ({ends}) "
+            "AND tool_use_id IS NOT NULL",
+            (sid, *_ENDS),
+        ):
+            calls.pop(ended, None)
+        unrun += calls.values()
+    return unrun
 
 
 def tool_loops(

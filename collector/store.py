@@ -558,7 +558,7 @@ class Store:
             d.events += 1
             if e.hook_event == "SessionEnd":
                 d.ended_ts = e.ts
-            elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
+            elif e.hook_event in TOOL_END_EVENTS:
                 d.tool_calls += 1
             elif e.hook_event == "UserPromptSubmit":
                 d.prompts += 1

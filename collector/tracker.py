@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collector.events import Event
+import orjson
+
+from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, Event, batch_calls
 from collector.metrics import Metrics
 
 MAX_TRACKED_SESSIONS = 50_000
@@ -48,6 +50,7 @@ class Tracker:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
         self._started_agents: OrderedDict[str, None] = OrderedDict()
+        self._ended_calls: OrderedDict[str, None] = OrderedDict()  # recent tool_use_ids ended
         self._lock = threading.Lock()
         # metric.labels() takes a lock and builds a key on every call; children are cached here
         # (bounded: every label value goes through a LabelCap).
@@ -131,17 +134,22 @@ class Tracker:
         m = self.m
         if e.hook_event == "UserPromptSubmit":
             self._child(m.prompts, app).inc()
-        elif e.hook_event in ("PostToolUse", "PostToolUseFailure"):
+        elif e.hook_event in TOOL_END_EVENTS:
             self._child(m.tool_calls, m.cap_tool(e.tool_name), e.outcome).inc()
+            if e.tool_use_id:
+                self._remember(self._ended_calls, e.tool_use_id)
+        elif e.hook_event == TOOL_BATCH_EVENT:
+            for tool_use_id, tool in batch_calls(orjson.loads(e.payload)):
+                if tool_use_id not in self._ended_calls:  # it never ran: ends here, blocked
+                    self._child(m.tool_calls, m.cap_tool(tool), "blocked").inc()
+                    self._remember(self._ended_calls, tool_use_id)
         elif e.hook_event == "SubagentStart" or (
             e.hook_event == "SubagentStop" and e.agent_id not in self._started_agents
         ):
             # Older Claude Code versions send no SubagentStart: count those at their stop.
             m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
             if e.agent_id:
-                self._started_agents[e.agent_id] = None
-                if len(self._started_agents) > MAX_TRACKED_SESSIONS:
-                    self._started_agents.popitem(last=False)
+                self._remember(self._started_agents, e.agent_id)
         if e.duration_ms is not None:
             self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
         for inc in e.increments or ():
@@ -150,6 +158,12 @@ class Tracker:
                 if n:
                     self._child(m.tokens, label, kind).inc(n)
             self._child(m.cost, label, inc.cost_source).inc(inc.cost_usd)
+
+    @staticmethod
+    def _remember(seen: OrderedDict[str, None], key: str) -> None:
+        seen[key] = None
+        if len(seen) > MAX_TRACKED_SESSIONS:
+            seen.popitem(last=False)
 
     def _loop(self, e: Event) -> None:
         """The same tool with the same input more than N times in a row, per agent of a session."""

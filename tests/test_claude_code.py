@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.claude import INSTALL_MODES, Claude, Run, model_usage
 from tests.support.fake_anthropic import FakeAnthropic, Reply, ToolUse
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.e2e
 
 SECRET = "ghp_" + "Z9" * 18  # a GitHub token: the redaction must catch it in input and output
 PROMPT = "\u276f"  # the heavy angle Claude Code draws at its input line
-TOOL_END = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,23 @@ def check(
     unfinished: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """What every headless scenario must show; returns the session for further checks.
-    `unfinished`: tool calls Claude Code never ran to an end (refused, interrupted)."""
+    `unfinished`: tool calls cut short (an interrupt): no event ever ends them."""
     assert run.returncode == 0, run.stderr
     own = (model_usage(run.result), run.result["total_cost_usd"])
     return check_session(claude, collector, api, run.session_id, own, unfinished)
+
+
+def tree_calls(agent: dict[str, Any]) -> list[dict[str, Any]]:
+    return agent["tool_calls"] + [c for sub in agent["subagents"] for c in tree_calls(sub)]
+
+
+def metric(collector: Proc, name: str, **labels: str) -> float:
+    text = httpx.get(collector.url + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 def check_session(
@@ -120,10 +133,10 @@ def check_session(
         (p["hook_event_name"], p.get("tool_use_id")) for p in ran
     )
     assert len({e["event_id"] for e in events}) == len(events)
-    # Every tool call that started has ended, with the outcome its end event says.
-    started = {e["tool_use_id"] for e in events if e["hook_event"] == "PreToolUse"}
-    ended = {e["tool_use_id"]: e for e in events if e["hook_event"] in TOOL_END}
-    assert started - unfinished <= set(ended), f"calls that never ended: {started - set(ended)}"
+    # Every tool call has ended (but those cut short), with an outcome, in the agent tree.
+    calls = tree_calls(get(collector, f"/v1/sessions/{sid}/tree")["agent"])
+    assert {c["tool_use_id"] for c in calls if c["outcome"] == "running"} == unfinished
+    assert {c["tool_use_id"] for c in calls} >= {e["tool_use_id"] for e in events} - {None}
     # Tokens and cost are Claude Code's own, and what the stand-in billed.
     session = get(collector, f"/v1/sessions/{sid}")
     assert session["usage"] == own[0] == api.script.usage_by_model()
@@ -179,19 +192,24 @@ def test_two_tool_calls_in_one_message(claude: Claude, collector: Proc, api: Fak
 
 def test_tool_refused_by_permissions(claude: Claude, collector: Proc, api: FakeAnthropic) -> None:
     """Headless, a call that needs a permission nobody can grant: Claude Code 2.1.328 runs
-    PreToolUse, PermissionRequest and PostToolBatch (whose tool_calls carry the refusal), and no
-    end event for the call. All of them are stored."""
+    PreToolUse, PermissionRequest and PostToolBatch (which lists the call), and no end event for
+    it. All three are stored, and the batch ends the call as blocked."""
+    blocked = {"tool": "Write", "outcome": "blocked"}
+    before = metric(collector, "agentwatch_tool_calls_total", **blocked)
     write = ToolUse("Write", {"file_path": str(claude.project / "x.txt"), "content": "x"})
     api.script.conversations["[[deny]]"] = [Reply(tools=[write]), Reply(text="Not allowed.")]
     run = claude.headless("[[deny]] write a file", "--permission-mode", "default")
-    check(claude, collector, api, run, unfinished=frozenset({write.id}))
+    check(claude, collector, api, run)
     assert not (claude.project / "x.txt").exists()
     assert [d["tool_use_id"] for d in run.result["permission_denials"]] == [write.id]
     events = stored(collector, run.session_id)
     (asked,) = [e for e in events if e["hook_event"] == "PermissionRequest"]
     assert asked["tool_name"] == "Write"
-    (batch,) = [e for e in events if e["hook_event"] == "PostToolBatch"]
-    assert [c["tool_use_id"] for c in batch["payload"]["tool_calls"]] == [write.id]
+    (call,) = tree_calls(get(collector, f"/v1/sessions/{run.session_id}/tree")["agent"])
+    assert (call["tool_use_id"], call["outcome"]) == (write.id, "blocked")
+    assert metric(collector, "agentwatch_tool_calls_total", **blocked) == before + 1
+    stats = get(collector, "/v1/tools/stats", range="24h")
+    assert next(s for s in stats["tools"] if s["tool"] == "Write")["blocked"] >= 1
 
 
 def test_background_subagent_with_tools_of_its_own(

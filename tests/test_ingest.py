@@ -226,6 +226,13 @@ def test_capture_metadata_keeps_only_an_allow_list(make_harness: Any) -> None:
         assert not set(texts) & set(payload), payload
         assert payload["session_id"] and payload["tool_use_id"]
     assert rows[1]["error"] == "rate_limit"  # StopFailure's error is a kind, not a text
+    batch = {
+        "hook_event_name": "PostToolBatch",
+        "tool_calls": [{"tool_name": "Bash", "tool_use_id": "toolu_1", "tool_input": {"c": 1}}],
+    }
+    assert h.post("/v1/events", envelope(hook_event="PostToolBatch", payload=batch)).status_code
+    last = orjson.loads(h.rows(f"SELECT {PAYLOAD_TEXT} FROM events ORDER BY seq DESC")[0][0])
+    assert last["tool_calls"] == [{"tool_use_id": "toolu_1", "tool_name": "Bash"}]  # ids only
 
 
 def test_secrets_are_redacted_before_storage(harness: Harness) -> None:

@@ -159,3 +159,52 @@ def test_claude_codes_own_totals_settle_the_session_without_counting_twice(
     total = sum(m("agentwatch_cost_usd_total", model=opus, cost_source=s) for s in COST_SOURCES)
     assert abs(total - 0.02) < 1e-12
     assert harness.client.get("/v1/sessions/s-x").json()["tokens"] == 2600 + 230 + 50
+
+
+def test_calls_that_never_ran_end_as_blocked(harness: Harness) -> None:
+    """A PostToolBatch ends, as blocked, the calls it lists that have no end of their own (as the
+    real Claude Code does for a call refused in a headless run); PermissionDenied is an end."""
+    sid = "s-batch"
+
+    def ev(hook: str, tool_use_id: str | None, tool: str = "Write", **payload: Any) -> Any:
+        return envelope(
+            session_id=sid,
+            hook_event=hook,
+            tool_name=tool if tool_use_id else None,
+            tool_use_id=tool_use_id,
+            payload={"hook_event_name": hook, "tool_use_id": tool_use_id, **payload},
+        )
+
+    listed = [
+        {"tool_name": "Bash", "tool_use_id": "toolu_ran00001", "tool_response": "ok"},
+        {"tool_name": "Write", "tool_use_id": "toolu_refused01", "tool_response": "no"},
+        {"tool_name": "Bash", "tool_use_id": "toolu_neverpre1", "tool_response": "blocked"},
+    ]
+    send(
+        harness,
+        ev("PreToolUse", "toolu_ran00001", "Bash"),
+        ev("PostToolUse", "toolu_ran00001", "Bash"),
+        ev("PreToolUse", "toolu_refused01"),
+        ev("PermissionRequest", None),
+        ev("PostToolBatch", None, tool_calls=listed),
+        ev("PreToolUse", "toolu_denied001", "Edit"),
+        ev("PermissionDenied", "toolu_denied001", "Edit", reason="auto mode"),
+    )
+    m = harness.metric
+    assert m("agentwatch_tool_calls_total", tool="Bash", outcome="success") == 1
+    assert m("agentwatch_tool_calls_total", tool="Write", outcome="blocked") == 1
+    assert m("agentwatch_tool_calls_total", tool="Bash", outcome="blocked") == 1
+    assert m("agentwatch_tool_calls_total", tool="Edit", outcome="blocked") == 1
+    tree = harness.client.get(f"/v1/sessions/{sid}/tree").json()["agent"]
+    assert {c["tool_use_id"]: c["outcome"] for c in tree["tool_calls"]} == {
+        "toolu_ran00001": "success",
+        "toolu_refused01": "blocked",
+        "toolu_neverpre1": "blocked",
+        "toolu_denied001": "blocked",
+    }
+    stats = harness.client.get("/v1/tools/stats", params={"range": "24h"}).json()["tools"]
+    assert {s["tool"]: (s["calls"], s["blocked"]) for s in stats} == {
+        "Bash": (2, 1),
+        "Edit": (1, 1),
+        "Write": (1, 1),
+    }
