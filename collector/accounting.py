@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.pricing import PriceTable
+from collector.vocabulary import TOKEN_TYPES
 
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 ESTIMATED, EXACT = "estimated", "exact"
 COST_SOURCES = (EXACT, ESTIMATED)
 

@@ -11,21 +11,25 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from collector.accounting import TOKEN_TYPES, Increment
+from collector.accounting import Increment
+
+if TYPE_CHECKING:
+    from collector.counting import Counted
 from collector.redact import redact
 from collector.settings import Settings
+from collector.vocabulary import (
+    BLOCKED,
+    ERROR,
+    FAILURE_EVENTS,
+    SUCCESS,
+    TOKEN_TYPES,
+    HookEvent,
+)
 
-# Failure comes from the event type, never from grepping output.
-FAILURE_EVENTS = {"PostToolUseFailure", "StopFailure"}
-# The end of one tool call: it ran (PostToolUse), failed (PostToolUseFailure) or was refused by
-# the auto-mode classifier (PermissionDenied).
-TOOL_END_EVENTS = {"PostToolUse", "PostToolUseFailure", "PermissionDenied"}
-# Fired once the calls of one assistant message are done; lists them all (see batch_calls).
-TOOL_BATCH_EVENT = "PostToolBatch"
 # AGENTWATCH_CAPTURE=metadata keeps only these payload keys: ids, names, kinds, flags and
 # numbers. Everything else (prompts, tool input and output, messages, summaries, permission
 # rules, error texts, and whatever fields a newer Claude Code adds) is dropped.
@@ -54,7 +58,7 @@ METADATA_KEYS = frozenset(
     )
 )
 # ... and, on these events only, the key that holds a kind rather than a text.
-METADATA_KEYS_OF = {"StopFailure": frozenset(("error",))}
+METADATA_KEYS_OF = {HookEvent.STOP_FAILURE: frozenset(("error",))}
 # Kept when a payload is too big even after capping: what identifies the event.
 CONTENT_KEYS = (
     "prompt",
@@ -69,7 +73,6 @@ CONTENT_KEYS = (
     "tool_calls",
     "permission_suggestions",
 )
-USAGE_TYPES = TOKEN_TYPES
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
 _MIN_TS_MS = 1_577_836_800_000  # 2020-01-01: older timestamps are clock errors
 _MAX_FUTURE_MS = 24 * 3600 * 1000
@@ -102,6 +105,7 @@ class Event:
     cost_state: dict[str, Any] | None = None  # Claude Code's own session totals (SessionEnd)
     # Filled in by the store when it commits the event:
     increments: list[Increment] | None = None  # what it adds to the token and cost counters
+    counted: Counted | None = None  # what it adds to its session's counters (counting.py)
     duration_ms: int | None = None  # a paired tool call's duration (on whichever end came last)
     session_started_ts: int | None = None  # on SessionEnd: the session's first event
 
@@ -143,8 +147,8 @@ def _usage(value: Any) -> dict[str, dict[str, int]] | None:
             raise InvalidEvent("usage must be an object of model -> token counts")
         clean: dict[str, int] = {}
         for kind, n in counts.items():
-            if kind not in USAGE_TYPES:
-                raise InvalidEvent(f"usage type {kind!r} is not one of {USAGE_TYPES}")
+            if kind not in TOKEN_TYPES:
+                raise InvalidEvent(f"usage type {kind!r} is not one of {TOKEN_TYPES}")
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**12:
                 raise InvalidEvent("usage counts must be non-negative integers")
             clean[kind] = n
@@ -171,7 +175,7 @@ def _cost_state(value: Any) -> dict[str, Any] | None:
         if not isinstance(m, dict) or len(model) > _MAX_STR or len(models) >= 50:
             raise bad
         counts: dict[str, Any] = {}
-        for kind in USAGE_TYPES:
+        for kind in TOKEN_TYPES:
             n = m.get(kind, 0)
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 10**12:
                 raise bad
@@ -206,7 +210,7 @@ def prepare_payload(payload: dict[str, Any], settings: Settings) -> str:
         hook_event = payload.get("hook_event_name")
         extra = METADATA_KEYS_OF.get(str(hook_event), frozenset())
         kept = {k: v for k, v in payload.items() if k in METADATA_KEYS or k in extra}
-        if hook_event == TOOL_BATCH_EVENT:  # which calls, not what they did
+        if hook_event == HookEvent.POST_TOOL_BATCH:  # which calls, not what they did
             kept["tool_calls"] = [
                 {"tool_use_id": i, "tool_name": n} for i, n in batch_calls(payload)
             ]
@@ -256,19 +260,19 @@ def batch_calls(payload: Any) -> list[tuple[str, str | None]]:
 
 
 def outcome_of(hook_event: str, payload: dict[str, Any]) -> str:
-    if hook_event == "PermissionDenied":
-        return "blocked"
-    if hook_event == "PostToolUseFailure":
-        return "blocked" if payload.get("is_interrupt") is True else "error"
+    if hook_event == HookEvent.PERMISSION_DENIED:
+        return BLOCKED
+    if hook_event == HookEvent.POST_TOOL_USE_FAILURE:
+        return BLOCKED if payload.get("is_interrupt") is True else ERROR
     if hook_event in FAILURE_EVENTS:
-        return "error"
-    if hook_event == "PostToolUse":
-        return "success"
+        return ERROR
+    if hook_event == HookEvent.POST_TOOL_USE:
+        return SUCCESS
     return ""
 
 
 def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
-    """An Event from the hook script's envelope (fields of DESIGN.md's Event)."""
+    """An Event from the hook script's envelope (built by hooks/awhook/main.py build_envelope)."""
     if not isinstance(env, dict):
         raise InvalidEvent("each event must be a JSON object")
     event_id = env.get("event_id")
@@ -294,13 +298,19 @@ def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
     return event
 
 
-def from_hook(payload: Any, received_at: int, settings: Settings, client: str) -> Event:
-    """An Event from the raw JSON Claude Code gives a hook (what a `type: "http"` hook posts)."""
+def from_hook(
+    payload: Any, received_at: int, settings: Settings, client: str, session_app: str | None = None
+) -> Event:
+    """An Event from the raw JSON Claude Code gives a hook (what a `type: "http"` hook posts).
+
+    An http hook has no CLAUDE_PROJECT_DIR, and its cwd follows the agent's `cd`s: the project is
+    the session's (`session_app`, from its SessionStart, which runs as a command hook) when the
+    session is known, else the basename of cwd."""
     if not isinstance(payload, dict):
         raise InvalidEvent("the hook body must be a JSON object")
     meta = {
         "machine_id": "http-" + hashlib.sha256(client.encode()).hexdigest()[:12],
-        "source_app": _source_app(payload),
+        "source_app": session_app or _source_app(payload),
     }
     return _build(str(uuid.uuid4()), received_at, received_at, meta, payload, None, settings, 0)
 
@@ -354,6 +364,8 @@ def _build(
         outcome=outcome_of(hook_event, payload),
         usage=usage,
         payload=prepare_payload(payload, settings),
-        input_hash=_input_hash(tool_name, payload) if hook_event == "PreToolUse" else None,
+        input_hash=_input_hash(tool_name, payload)
+        if hook_event == HookEvent.PRE_TOOL_USE
+        else None,
         spool_dropped=dropped,
     )

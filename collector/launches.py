@@ -31,8 +31,6 @@ from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
-
 
 class Call(NamedTuple):
     """A Task/Agent PreToolUse."""

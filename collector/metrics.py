@@ -25,8 +25,6 @@ from prometheus_client.registry import Collector
 from collector import __version__
 
 RELAY_STATES = ("ok", "delayed", "circuit_open", "disabled")
-OUTCOMES = ("success", "error", "blocked")
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation")
 REJECT_REASONS = (
     "malformed_json",
     "invalid_event",

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from collector.events import TOOL_END_EVENTS
+from collector.vocabulary import TOOL_END_EVENTS, HookEvent
 
-TOOL_EVENTS = frozenset({"PreToolUse", *TOOL_END_EVENTS})
+TOOL_EVENTS = frozenset({HookEvent.PRE_TOOL_USE, *TOOL_END_EVENTS})
 
 
 # Cached: the same session and agent ids come back for every event of a session.
@@ -51,7 +51,7 @@ def event_span(row: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
     tool_use_id = row["tool_use_id"]
     if tool_use_id and hook in TOOL_EVENTS:
         span = span_id(session, "tool", tool_use_id)
-    elif hook == "UserPromptSubmit" and (row["agent_id"] or session) == session:
+    elif hook == HookEvent.USER_PROMPT_SUBMIT and (row["agent_id"] or session) == session:
         span = span_id(session, "turn", row["event_id"])
     else:
         span = span_id(session, "agent", row["agent_id"] or session)

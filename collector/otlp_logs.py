@@ -18,8 +18,9 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from collector.otlp_ids import event_span
+from collector.vocabulary import BLOCKED, ERROR, FAILURE_EVENTS, HookEvent
 
-SEVERITY = {"error": (17, "ERROR"), "blocked": (13, "WARN")}
+SEVERITY = {ERROR: (17, "ERROR"), BLOCKED: (13, "WARN")}
 INFO = (9, "INFO")
 MAX_DETAIL = 200
 MAX_ERROR = 500
@@ -43,7 +44,7 @@ def _input_summary(payload: Mapping[str, Any]) -> str:
 
 
 def error_text(hook: str, payload: Mapping[str, Any]) -> str:
-    if hook not in ("PostToolUseFailure", "StopFailure"):
+    if hook not in FAILURE_EVENTS:
         return ""
     for key in ("error", "error_type", "reason"):
         value = payload.get(key)
@@ -59,28 +60,28 @@ def summary(row: Mapping[str, Any], payload: Mapping[str, Any]) -> str:
     hook = row["hook_event"]
     tool = row["tool_name"] or payload.get("tool_name") or ""
     agent = row["agent_type"] or ""
-    if hook == "PreToolUse":
+    if hook == HookEvent.PRE_TOOL_USE:
         what = f"{tool}: {_input_summary(payload)}"
-    elif hook == "PostToolUse":
+    elif hook == HookEvent.POST_TOOL_USE:
         what = f"{tool} succeeded"
-    elif hook == "PostToolUseFailure":
+    elif hook == HookEvent.POST_TOOL_USE_FAILURE:
         what = f"{tool} failed: {error_text(hook, payload)}"
-    elif hook == "PermissionRequest":
+    elif hook == HookEvent.PERMISSION_REQUEST:
         what = f"{tool}: {_input_summary(payload)}"
-    elif hook == "UserPromptSubmit":
+    elif hook == HookEvent.USER_PROMPT_SUBMIT:
         prompt = payload.get("prompt")
         what = prompt if isinstance(prompt, str) else ""
-    elif hook == "Notification":
+    elif hook == HookEvent.NOTIFICATION:
         what = f"{payload.get('notification_type') or ''}: {payload.get('message') or ''}"
-    elif hook in ("SubagentStart", "SubagentStop"):
+    elif hook in (HookEvent.SUBAGENT_START, HookEvent.SUBAGENT_STOP):
         what = f"{agent} {row['agent_id'] or ''}"
-    elif hook == "SessionStart":
+    elif hook == HookEvent.SESSION_START:
         what = f"{payload.get('source') or ''} {payload.get('model') or ''}"
-    elif hook == "SessionEnd":
+    elif hook == HookEvent.SESSION_END:
         what = str(payload.get("reason") or "")
-    elif hook == "StopFailure":
+    elif hook == HookEvent.STOP_FAILURE:
         what = error_text(hook, payload)
-    elif hook == "AlertNotification":
+    elif hook == HookEvent.ALERT_NOTIFICATION:
         what = f"{payload.get('alertname') or ''} {payload.get('status') or ''}"
     else:
         what = ""

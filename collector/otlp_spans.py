@@ -25,10 +25,17 @@ from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
-from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, batch_calls
-from collector.launches import SUBAGENT_TOOLS, Launches, subagent_type
+from collector.events import batch_calls
+from collector.launches import Launches, subagent_type
 from collector.otlp_ids import span_id, trace_id
 from collector.otlp_logs import agent_name, error_text, put_attrs, usage_attributes
+from collector.vocabulary import (
+    BLOCKED,
+    SUBAGENT_TOOLS,
+    TOOL_END_EVENTS,
+    TURN_END_EVENTS,
+    HookEvent,
+)
 
 Usage = Mapping[str, Mapping[str, int]] | None
 Decoded = tuple[Any, Mapping[str, Any], Usage]  # events row (sqlite3.Row or dict), payload, usage
@@ -85,34 +92,34 @@ class SessionTree:
         agent = row["agent_id"] or self.session_id
         sub = None if agent == self.session_id else self._agent(row, agent)
         tool_use_id = row["tool_use_id"]
-        if hook == "PreToolUse" and tool_use_id:
+        if hook == HookEvent.PRE_TOOL_USE and tool_use_id:
             self._tool_start(row, payload, done)
         elif hook in TOOL_END_EVENTS and tool_use_id:
             self._tool_end(row, payload, done)
-        elif hook == TOOL_BATCH_EVENT:
+        elif hook == HookEvent.POST_TOOL_BATCH:
             for unrun, _ in batch_calls(payload):  # still open: it never ran (blocked)
                 span = self.tools.pop(unrun, None)
                 if span is not None:
-                    span.error = "blocked"
+                    span.error = BLOCKED
                     done.append(self._close(span, ts))
-        elif hook == "UserPromptSubmit" and sub is None:
+        elif hook == HookEvent.USER_PROMPT_SUBMIT and sub is None:
             for key in list(self.turns):
                 done.append(self._close(self.turns.pop(key), ts, incomplete=True))
             key = span_id(self.session_id, "turn", row["event_id"])
             attrs = self._base(row) | {"agentwatch.prompt_event_id": row["event_id"]}
             self.turns[key] = OpenSpan(key, self.root_id, "prompt_turn", ts, attrs)
-        elif hook in ("Stop", "StopFailure") and sub is None and self.turns:
+        elif hook in TURN_END_EVENTS and sub is None and self.turns:
             turn = self.turns.pop(next(reversed(self.turns)))
             turn.attrs.update(usage_attributes(usage))
-            if hook == "StopFailure":
-                turn.error = error_text(hook, payload) or "StopFailure"
+            if hook == HookEvent.STOP_FAILURE:
+                turn.error = error_text(hook, payload) or HookEvent.STOP_FAILURE
             done.append(self._close(turn, ts))
-        elif hook == "SubagentStop" and sub is not None:
+        elif hook == HookEvent.SUBAGENT_STOP and sub is not None:
             sub.attrs.update(usage_attributes(usage))
             self.agents.pop(agent)
             self.closed_agents.add(agent)
             done.append(self._close(sub, ts))
-        elif hook == "SessionEnd" and self.root is not None and not self.root_closed:
+        elif hook == HookEvent.SESSION_END and self.root is not None and not self.root_closed:
             self.root_closed = True
             self.root.attrs["agentwatch.session_end_reason"] = str(payload.get("reason") or "")
             done.append(self._close(self.root, ts))
@@ -130,7 +137,7 @@ class SessionTree:
         elif not self.root_closed:
             self.root.start_ms = min(self.root.start_ms, ts)
         model = payload.get("model")
-        if row["hook_event"] == "SessionStart" and isinstance(model, str) and model:
+        if row["hook_event"] == HookEvent.SESSION_START and isinstance(model, str) and model:
             self.root.attrs["gen_ai.request.model"] = model
 
     def _main_parent(self) -> bytes:
@@ -203,9 +210,11 @@ class SessionTree:
     ) -> None:
         tool_use_id: str = row["tool_use_id"]
         hook = row["hook_event"]
-        error = (error_text(hook, payload) or hook) if hook == "PostToolUseFailure" else None
-        if hook == "PermissionDenied":
-            error = "blocked"
+        error = (
+            (error_text(hook, payload) or hook) if hook == HookEvent.POST_TOOL_USE_FAILURE else None
+        )
+        if hook == HookEvent.PERMISSION_DENIED:
+            error = BLOCKED
         span = self.tools.pop(tool_use_id, None)
         if error is not None and row["tool_name"] in SUBAGENT_TOOLS:
             self.launches.failed(tool_use_id)
@@ -280,7 +289,7 @@ class SpanBuilder:
         self, row: Mapping[str, Any], payload: Mapping[str, Any], usage: Usage
     ) -> list[OpenSpan]:
         session = row["session_id"]
-        if not session or row["hook_event"] == "AlertNotification":
+        if not session or row["hook_event"] == HookEvent.ALERT_NOTIFICATION:
             return []
         return self.tree(session, row["seq"]).process(row, payload, usage)
 

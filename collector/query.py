@@ -12,7 +12,6 @@ import base64
 import binascii
 import math
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,15 +19,22 @@ from typing import Any
 
 import orjson
 
-from collector import otlp_ids
+from collector import events, otlp_ids
 from collector.accounting import SessionCost
-from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, batch_calls
-from collector.launches import SUBAGENT_TOOLS, Call, Failure, Sighting, attribute, subagent_type
+from collector.events import batch_calls
+from collector.launches import Call, Failure, Sighting, attribute, subagent_type
 from collector.payloads import AGENT_TYPE, EVENT_SELECT, PAYLOAD_TEXT
+from collector.vocabulary import (
+    BLOCKED,
+    ERROR,
+    OUTCOMES,
+    SUBAGENT_TOOLS,
+    TOOL_END_EVENTS,
+    HookEvent,
+)
 
 RANGE_PRESETS = {"5m": 300_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000}
 RANGE_PRESETS.update({"7d": 7 * 86_400_000, "30d": 30 * 86_400_000})
-OUTCOMES = ("success", "error", "blocked")
 SESSION_STATUSES = ("active", "idle", "ended")
 MAX_LIMIT = 10_000
 TEXT_SCAN_BUDGET = 10_000  # events a page with free text looks at (see list_events)
@@ -85,7 +91,7 @@ def time_range(
             raise QueryError("give either range or from/to, not both")
         if range_ not in RANGE_PRESETS:
             raise QueryError(f"range must be one of {', '.join(RANGE_PRESETS)}")
-        now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        now = now_ms if now_ms is not None else events.now_ms()
         return now - RANGE_PRESETS[range_], None
     start = parse_time(from_, "from") if from_ is not None else None
     end = parse_time(to, "to") if to is not None else None
@@ -167,9 +173,9 @@ def with_errors(outcome: str | None, errors: bool) -> str | None:
     """errors=true is outcome=error; combining it with another outcome is a contradiction."""
     if not errors:
         return outcome
-    if outcome not in (None, "error"):
+    if outcome not in (None, ERROR):
         raise QueryError("errors=true conflicts with outcome=" + str(outcome))
-    return "error"
+    return ERROR
 
 
 def event_json(row: Sequence[Any]) -> dict[str, Any]:
@@ -319,7 +325,7 @@ def list_sessions(
     now_ms: int | None = None,
 ) -> Page:
     """Sessions that overlap [start, end), most recently active first."""
-    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    now = now_ms if now_ms is not None else events.now_ms()
     clauses: list[str] = []
     args: list[Any] = []
     if source_app is not None:
@@ -367,7 +373,7 @@ def get_session(
     ).fetchone()
     if row is None:
         return None
-    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    now = now_ms if now_ms is not None else events.now_ms()
     out = session_json(row, now, idle_ms)
     (models,) = conn.execute(
         "SELECT models FROM sessions WHERE session_id = ?", (session_id,)
@@ -407,12 +413,12 @@ class _Agent:
 
 # A row's part in a tool call as one small integer, not two text columns: i for _STEPS[i] (its
 # hook and stored outcome: 0 is the PreToolUse), NULL for any other row.
-_STEPS = [("PreToolUse", "")]
+_STEPS = [(HookEvent.PRE_TOOL_USE, "")]
 _STEPS += [(end, outcome) for end in sorted(TOOL_END_EVENTS) for outcome in OUTCOMES]
 _BATCH = -1  # a PostToolBatch: it ends, as blocked, the calls it lists that never ran
 _STEP = " ".join(
     [
-        f"CASE WHEN hook_event = '{TOOL_BATCH_EVENT}' THEN {_BATCH} WHEN tool_use_id IS NULL THEN NULL"
+        f"CASE WHEN hook_event = '{HookEvent.POST_TOOL_BATCH}' THEN {_BATCH} WHEN tool_use_id IS NULL THEN NULL"
     ]
     + [f"WHEN hook_event = '{h}' AND outcome = '{o}' THEN {i}" for i, (h, o) in enumerate(_STEPS)]
     + ["END"]
@@ -422,11 +428,12 @@ _STEP = " ".join(
 # less). agent_id is NULL for the main agent, whose type is not read, and parent_agent_id when
 # it is the session; a subagent's type is what the relay reads (AGENT_TYPE). A payload is
 # unpacked (a few µs) only for a Task/Agent call, for its subagent_type.
+_SUBAGENT_TOOLS = ", ".join(f"'{t}'" for t in sorted(SUBAGENT_TOOLS))
 _TREE_SELECT = (
     "SELECT seq, ts, nullif(agent_id, session_id), nullif(parent_agent_id, session_id), "
     f"CASE WHEN agent_id NOT NULL THEN {AGENT_TYPE} END, {_STEP}, tool_name, tool_use_id, "
-    "CASE WHEN hook_event = 'PreToolUse' AND tool_name IN ('Task', 'Agent') "
-    f"OR hook_event = '{TOOL_BATCH_EVENT}' "
+    f"CASE WHEN hook_event = '{HookEvent.PRE_TOOL_USE}' AND tool_name IN ({_SUBAGENT_TOOLS}) "
+    f"OR hook_event = '{HookEvent.POST_TOOL_BATCH}' "
     f"THEN {PAYLOAD_TEXT} END FROM events WHERE session_id = ? ORDER BY ts, seq"
 )
 
@@ -478,7 +485,7 @@ def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | 
         else:
             hook, call["outcome"] = _STEPS[step]
             call["end"] = ts
-            if hook == "PostToolUseFailure" and tool in SUBAGENT_TOOLS:
+            if hook == HookEvent.POST_TOOL_USE_FAILURE and tool in SUBAGENT_TOOLS:
                 failures.append(Failure(seq, tool_use_id))
     if not agents:
         return None
@@ -543,7 +550,7 @@ def _end_unrun(
             call["start"] = ts
             agent.tool_calls.append(call)
         if call["end"] is None:
-            call["end"], call["outcome"] = ts, "blocked"
+            call["end"], call["outcome"] = ts, BLOCKED
 
 
 def _subagent_type(payload: str) -> str | None:
@@ -609,12 +616,12 @@ def tool_stats(
         f"SELECT tool_name, duration_ms, outcome FROM events WHERE {' AND '.join(clauses)}",
         (*args, *_ENDS),
     ).fetchall()
-    rows += [(tool, None, "blocked") for tool in _unrun_calls(conn, start, end, source_app)]
+    rows += [(tool, None, BLOCKED) for tool in _unrun_calls(conn, start, end, source_app)]
     for tool, duration, outcome in rows:
         durations, counts = per_tool.setdefault(tool or "unknown", ([], [0, 0, 0]))
         counts[0] += 1
-        counts[1] += outcome == "error"
-        counts[2] += outcome == "blocked"
+        counts[1] += outcome == ERROR
+        counts[2] += outcome == BLOCKED
         if duration is not None:
             durations.append(duration)
     out = []
@@ -645,7 +652,7 @@ def _unrun_calls(
     event of their own: they never ran (events.batch_calls). Looked up per session, on the
     (session_id, ts) index: tool_use_id has none."""
     clauses, args = EventFilter(
-        start=start, end=end, source_app=source_app, hook_event=TOOL_BATCH_EVENT
+        start=start, end=end, source_app=source_app, hook_event=HookEvent.POST_TOOL_BATCH
     ).where()
     listed: dict[str, dict[str, str | None]] = {}
     for sid, payload in conn.execute(
@@ -671,7 +678,7 @@ def tool_loops(
     """Runs of the same tool call (tool name and identical input) repeated more than threshold
     times in a row by one agent of a session: the staleness that agentwatch_agent_loops_total
     counts live."""
-    clauses, args = EventFilter(start=start, end=end, hook_event="PreToolUse").where()
+    clauses, args = EventFilter(start=start, end=end, hook_event=HookEvent.PRE_TOOL_USE).where()
     # Time order straight from the (hook_event, ts) index (no sort); runs are tracked per agent.
     rows = conn.execute(
         "SELECT session_id, agent_id, tool_name, ts, input_hash "

@@ -25,8 +25,10 @@ import orjson
 
 from collector import payloads
 from collector.accounting import SessionCost
-from collector.events import TOOL_END_EVENTS, Event, input_digest
+from collector.counting import Counted, count
+from collector.events import Event, batch_calls, input_digest
 from collector.pricing import PriceTable
+from collector.vocabulary import TOOL_END_EVENTS, HookEvent
 
 log = logging.getLogger("collector.store")
 
@@ -196,6 +198,47 @@ ON CONFLICT (session_id) DO UPDATE SET
     prompts = prompts + excluded.prompts, subagents = subagents + excluded.subagents
 RETURNING first_ts
 """
+
+
+class _StoredSeen:
+    """counting.Seen over this store: the rows committed before (seq < first_new) and the events
+    of this commit counted so far. Only SubagentStart/Stop and PostToolBatch ask (a few a turn)."""
+
+    _ENDS = tuple(sorted(TOOL_END_EVENTS))
+    _SUBAGENT = (HookEvent.SUBAGENT_START, HookEvent.SUBAGENT_STOP)
+
+    def __init__(self, cur: sqlite3.Cursor, first_new: int) -> None:
+        self.cur = cur
+        self.first_new = first_new
+        self.agents: set[tuple[str, str]] = set()
+        self.calls: set[tuple[str, str]] = set()
+
+    def subagent_counted(self, session_id: str, agent_id: str) -> bool:
+        return (session_id, agent_id) in self.agents or self._stored(
+            "agent_id = ?", agent_id, self._SUBAGENT, session_id
+        )
+
+    def call_ended(self, session_id: str, tool_use_id: str) -> bool:
+        return (session_id, tool_use_id) in self.calls or self._stored(
+            "tool_use_id = ?", tool_use_id, self._ENDS, session_id
+        )
+
+    def _stored(self, term: str, value: str, hooks: tuple[str, ...], session_id: str) -> bool:
+        marks = ",".join("?" * len(hooks))
+        row = self.cur.execute(
+            f"SELECT 1 FROM events WHERE session_id = ? AND {term} AND hook_event IN ({marks}) "
+            "AND seq < ? LIMIT 1",
+            (session_id, value, *hooks, self.first_new),
+        ).fetchone()
+        return row is not None
+
+    def note(self, e: Event, counted: Counted) -> None:
+        if counted.subagent and e.agent_id:
+            self.agents.add((e.session_id, e.agent_id))
+        if e.hook_event in TOOL_END_EVENTS and e.tool_use_id:
+            self.calls.add((e.session_id, e.tool_use_id))
+        elif e.hook_event == HookEvent.POST_TOOL_BATCH:
+            self.calls.update((e.session_id, i) for i, _ in batch_calls(orjson.loads(e.payload)))
 
 
 class StoreError(RuntimeError):
@@ -547,8 +590,12 @@ class Store:
     @staticmethod
     def _upsert_sessions(cur: sqlite3.Cursor, new: list[Event]) -> None:
         deltas: dict[str, _SessionDelta] = {}
+        (last_seq,) = cur.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        ).fetchone()
+        seen = _StoredSeen(cur, last_seq - len(new) + 1)  # the new rows have the last seqs
         for e in new:
-            if not e.session_id or e.hook_event == "AlertNotification":
+            if not e.session_id or e.hook_event == HookEvent.ALERT_NOTIFICATION:
                 continue
             d = deltas.get(e.session_id)
             if d is None:
@@ -556,16 +603,14 @@ class Store:
             d.first_ts = min(d.first_ts, e.ts)
             d.last_ts = max(d.last_ts, e.ts)
             d.events += 1
-            if e.hook_event == "SessionEnd":
+            if e.hook_event == HookEvent.SESSION_END:
                 d.ended_ts = e.ts
-            elif e.hook_event in TOOL_END_EVENTS:
-                d.tool_calls += 1
-            elif e.hook_event == "UserPromptSubmit":
-                d.prompts += 1
-            elif e.hook_event == "SubagentStart":
-                d.subagents += 1
-            if e.outcome == "error":
-                d.errors += 1
+            c = e.counted = count(e, seen)
+            seen.note(e, c)
+            d.tool_calls += len(c.tool_calls)
+            d.prompts += c.prompt
+            d.subagents += c.subagent
+            d.errors += c.error
         for sid, d in deltas.items():
             row = cur.execute(
                 _SESSION_UPSERT,
@@ -585,7 +630,7 @@ class Store:
             ).fetchone()
             if d.ended_ts is not None:
                 for e in new:
-                    if e.session_id == sid and e.hook_event == "SessionEnd":
+                    if e.session_id == sid and e.hook_event == HookEvent.SESSION_END:
                         e.session_started_ts = row[0]
 
     def _account(self, conn: sqlite3.Connection, new: list[Event]) -> None:
@@ -664,6 +709,14 @@ class Store:
             # Hand freed pages back to the file system (auto_vacuum=INCREMENTAL).
             self.run_task(lambda c: c.execute("PRAGMA incremental_vacuum").fetchall()).result()
         return deleted
+
+    def session_app(self, session_id: str) -> str | None:
+        """The project a stored session belongs to (its first event's source_app)."""
+        with self.reader() as conn:
+            row = conn.execute(
+                "SELECT source_app FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def get_meta(self, key: str) -> str | None:
         with self.reader() as conn:
@@ -781,7 +834,8 @@ class _ToolPairs:
         calls = [
             (i, e)
             for i, e in enumerate(events)
-            if e.tool_use_id and (e.hook_event == "PreToolUse" or e.hook_event in TOOL_END_EVENTS)
+            if e.tool_use_id
+            and (e.hook_event == HookEvent.PRE_TOOL_USE or e.hook_event in TOOL_END_EVENTS)
         ]
         self.before: dict[str, tuple[int, int | None]] = {}  # tool_use_id -> (ts, end_seq)
         sql = "SELECT tool_use_id, ts, end_seq FROM open_calls WHERE tool_use_id IN ({})"
@@ -795,7 +849,7 @@ class _ToolPairs:
             tid = e.tool_use_id
             assert tid is not None
             other = self.after.get(tid)
-            if e.hook_event == "PreToolUse":
+            if e.hook_event == HookEvent.PRE_TOOL_USE:
                 end_seq = None if other is None else other[1]
                 if other is None or end_seq is None:
                     self.after[tid] = (e.ts, None)

@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from collector.events import TOOL_BATCH_EVENT, TOOL_END_EVENTS, Event, batch_calls
+from collector.events import Event
 from collector.metrics import Metrics
+from collector.vocabulary import HookEvent
 
 MAX_TRACKED_SESSIONS = 50_000
 
@@ -49,8 +48,6 @@ class Tracker:
         self.idle_seconds = session_idle_seconds
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._runs: OrderedDict[tuple[str, str], _Run] = OrderedDict()
-        self._started_agents: OrderedDict[str, None] = OrderedDict()
-        self._ended_calls: OrderedDict[str, None] = OrderedDict()  # recent tool_use_ids ended
         self._lock = threading.Lock()
         # metric.labels() takes a lock and builds a key on every call; children are cached here
         # (bounded: every label value goes through a LabelCap).
@@ -99,7 +96,7 @@ class Tracker:
                 self._child(m.events, m.cap_hook(e.hook_event), app).inc()
                 if e.spool_dropped:
                     m.spool_dropped.inc(e.spool_dropped)
-                if e.hook_event == "AlertNotification":
+                if e.hook_event == HookEvent.ALERT_NOTIFICATION:
                     continue
                 self._session(e, app, now)
                 self._count(e, app)
@@ -116,15 +113,15 @@ class Tracker:
             self._sessions.move_to_end(e.session_id)
         s.last_seen = now
         # payload is orjson text (no spaces), so a substring test is exact and cheap.
-        is_prompt = e.hook_event == "PermissionRequest" or (
-            e.hook_event == "Notification"
+        is_prompt = e.hook_event == HookEvent.PERMISSION_REQUEST or (
+            e.hook_event == HookEvent.NOTIFICATION
             and '"notification_type":"permission_prompt"' in e.payload
         )
         if is_prompt:
             s.waiting_since = s.waiting_since or now
         else:
             s.waiting_since = None
-        if e.hook_event == "SessionEnd":
+        if e.hook_event == HookEvent.SESSION_END:
             s.ended = True
             if e.session_started_ts is not None:
                 duration = max(e.ts - e.session_started_ts, 0) / 1000
@@ -132,24 +129,14 @@ class Tracker:
 
     def _count(self, e: Event, app: str) -> None:
         m = self.m
-        if e.hook_event == "UserPromptSubmit":
-            self._child(m.prompts, app).inc()
-        elif e.hook_event in TOOL_END_EVENTS:
-            self._child(m.tool_calls, m.cap_tool(e.tool_name), e.outcome).inc()
-            if e.tool_use_id:
-                self._remember(self._ended_calls, e.tool_use_id)
-        elif e.hook_event == TOOL_BATCH_EVENT:
-            for tool_use_id, tool in batch_calls(orjson.loads(e.payload)):
-                if tool_use_id not in self._ended_calls:  # it never ran: ends here, blocked
-                    self._child(m.tool_calls, m.cap_tool(tool), "blocked").inc()
-                    self._remember(self._ended_calls, tool_use_id)
-        elif e.hook_event == "SubagentStart" or (
-            e.hook_event == "SubagentStop" and e.agent_id not in self._started_agents
-        ):
-            # Older Claude Code versions send no SubagentStart: count those at their stop.
-            m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
-            if e.agent_id:
-                self._remember(self._started_agents, e.agent_id)
+        c = e.counted  # worked out by the store as it committed the event (counting.py)
+        if c is not None:
+            if c.prompt:
+                self._child(m.prompts, app).inc()
+            for tool, outcome in c.tool_calls:
+                self._child(m.tool_calls, m.cap_tool(tool), outcome).inc()
+            if c.subagent:
+                m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
         if e.duration_ms is not None:
             self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
         for inc in e.increments or ():
@@ -158,12 +145,6 @@ class Tracker:
                 if n:
                     self._child(m.tokens, label, kind).inc(n)
             self._child(m.cost, label, inc.cost_source).inc(inc.cost_usd)
-
-    @staticmethod
-    def _remember(seen: OrderedDict[str, None], key: str) -> None:
-        seen[key] = None
-        if len(seen) > MAX_TRACKED_SESSIONS:
-            seen.popitem(last=False)
 
     def _loop(self, e: Event) -> None:
         """The same tool with the same input more than N times in a row, per agent of a session."""

@@ -8,45 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from collector.vocabulary import HOOKED_EVENTS
 from tests.support.procs import REPO
 
 INSTALL = REPO / "hooks" / "install.py"
 PLUGIN = REPO / "hooks"
-# Every hook event Claude Code 2.1.328 runs but WorktreeCreate/WorktreeRemove (a hook there
-# replaces Claude Code's own worktree handling).
-EVENTS = {
-    "Setup",
-    "SessionStart",
-    "InstructionsLoaded",
-    "UserPromptSubmit",
-    "UserPromptExpansion",
-    "PreToolUse",
-    "PermissionRequest",
-    "PermissionDenied",
-    "PostToolUse",
-    "PostToolUseFailure",
-    "PostToolBatch",
-    "Notification",
-    "Elicitation",
-    "ElicitationResult",
-    "SubagentStart",
-    "SubagentStop",
-    "TaskCreated",
-    "TaskCompleted",
-    "TeammateIdle",
-    "Stop",
-    "StopFailure",
-    "PreCompact",
-    "PostCompact",
-    "PreModelSwitch",
-    "PostModelSwitch",
-    "ConfigChange",
-    "CwdChanged",
-    "FileChanged",
-    "DirectoryAdded",
-    "MessageDisplay",
-    "SessionEnd",
-}
+EVENTS = set(HOOKED_EVENTS)
 COMMAND_IN_HTTP_MODE = {"Setup", "SessionStart", "SessionEnd"}
 THEIRS = {
     "model": "opus",
@@ -193,3 +160,14 @@ def test_plugin_manifest_and_hooks_config(tmp_path: Path) -> None:
         assert {k: v for k, v in hooks[0].items() if k != "command"} == {
             k: v for k, v in plugin_hook.items() if k != "command"
         }
+
+
+def test_the_installer_hooks_every_event_of_the_vocabulary() -> None:
+    """hooks/install.py is stdlib-only and cannot import the collector: its list is checked
+    against collector/vocabulary.py instead, in the same order."""
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        import install as installer
+    finally:
+        sys.path.remove(str(REPO / "hooks"))
+    assert installer.EVENTS == HOOKED_EVENTS

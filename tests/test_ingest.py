@@ -98,6 +98,16 @@ def test_raw_hook_answers_204_with_empty_body(harness: Harness) -> None:
     assert harness.metric("agentwatch_prompts_total", source_app="payments") == 1
 
 
+def test_raw_hook_after_a_cd_keeps_its_sessions_project(harness: Harness) -> None:
+    """An http hook's cwd follows the agent; the session's project came with its SessionStart
+    (a command hook, which knows CLAUDE_PROJECT_DIR)."""
+    start = envelope(session_id="s-cd", hook_event="SessionStart", source_app="payments")
+    assert harness.post("/v1/events", start).status_code == 200
+    hook = {"session_id": "s-cd", "cwd": "/tmp", "hook_event_name": "Stop"}
+    assert harness.post("/v1/hooks", hook).status_code == 204
+    assert harness.rows("SELECT DISTINCT source_app FROM events") == [("payments",)]
+
+
 def test_unknown_future_hook_event_is_stored_as_is(harness: Harness) -> None:
     env = envelope(
         hook_event="TeleportAgent", payload={"hook_event_name": "TeleportAgent", "warp": 9}

@@ -15,6 +15,7 @@ from collector.body import JSON_TYPES, BadRequest, parse_json
 from collector.context import ctx
 from collector.redact import redact
 from collector.routes.ingest import ERRORS, authorized_body
+from collector.vocabulary import HookEvent
 
 router = APIRouter(tags=["alerts"])
 ALERT_KEYS = (
@@ -50,7 +51,7 @@ def _event(alert: Any, notification: dict[str, Any], received: int) -> ev.Event:
         agent_id=None,
         parent_agent_id=None,
         agent_type=None,
-        hook_event="AlertNotification",
+        hook_event=HookEvent.ALERT_NOTIFICATION,
         tool_name=alertname,
         tool_use_id=None,
         outcome="error" if status == "firing" else "success",

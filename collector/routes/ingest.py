@@ -62,8 +62,11 @@ async def post_hook(request: Request) -> Response:
     body, _ = await authorized_body(request, c, JSON_TYPES)
     received = ev.now_ms()
     client = request.client.host if request.client else "unknown"
+    doc = parse_json(body)
+    sid = doc.get("session_id") if isinstance(doc, dict) else None
+    app = await asyncio.to_thread(c.store.session_app, sid) if isinstance(sid, str) else None
     try:
-        event = ev.from_hook(parse_json(body), received, c.settings, client)
+        event = ev.from_hook(doc, received, c.settings, client, app)
     except ev.InvalidEvent as exc:
         raise BadRequest(422, "invalid_event", str(exc)) from None
     await c.store.write([event])
