@@ -12,6 +12,14 @@ import os
 import sys
 
 if __name__ == "__main__":
+    # Claude Code sends SIGTERM to the hooks still running when it exits (a user typing /exit
+    # right after an event): the spool write takes milliseconds, so let it finish rather than
+    # lose the event. `_signal`, not `signal`, which imports enum. The flusher is given the
+    # default handlers back (flusher.detach).
+    import _signal  # type: ignore[import-not-found]  # no stub: `signal` without its enums
+
+    for _sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):
+        _signal.signal(_sig, _signal.SIG_IGN)
     # Our package is compiled once and read from __pycache__ after that, even where
     # PYTHONDONTWRITEBYTECODE is set: compiling it on every event would double the hook's run time.
     sys.dont_write_bytecode = False

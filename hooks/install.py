@@ -25,9 +25,10 @@ from typing import Any
 HOOK_SCRIPT = Path(__file__).resolve().with_name("agentwatch_hook.py")
 MARKER = "agentwatch_hook.py"  # how we recognise our command hooks
 HTTP_PATH = "/v1/hooks"  # ... and our http hooks
-# Every hook event Claude Code 2.1.328 runs, but WorktreeCreate and WorktreeRemove: a hook on
-# those replaces Claude Code's own `git worktree` handling. Unknown newer events are stored as
-# they come when a user adds them by hand.
+# Every hook event Claude Code 2.1.328 runs but WorktreeCreate and WorktreeRemove (a hook there
+# replaces Claude Code's own `git worktree` handling): collector/vocabulary.py's HOOKED_EVENTS,
+# checked by a test (this script is stdlib-only and cannot import it). Unknown newer events are
+# stored as they come when a user adds them by hand.
 EVENTS = (
     "Setup",
     "SessionStart",

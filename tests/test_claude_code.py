@@ -302,12 +302,18 @@ def test_interactive_session_with_compaction(
     def ran(event: str) -> bool:
         return any(p["hook_event_name"] == event for p in claude.hooks_run())
 
+    def arrived(event: str) -> bool:
+        """Our hook has run too: a person reads the answer before typing the next command
+        (Claude Code ends the hooks still running when it exits)."""
+        sid = claude.hooks_run()[0]["session_id"]
+        return any(e["hook_event"] == event for e in _stored_or_none(collector, sid))
+
     with claude.interactive("--allowedTools", "Bash") as tty:
         tty.wait_for(lambda: PROMPT in tty.screen(), "the input prompt")
         tty.type("[[tty]] say hi")
-        tty.wait_for(lambda: ran("Stop"), "the turn's Stop hook")
+        tty.wait_for(lambda: ran("Stop") and arrived("Stop"), "the turn's Stop hook")
         tty.type("/compact")
-        tty.wait_for(lambda: ran("PostCompact"), "the PostCompact hook")
+        tty.wait_for(lambda: ran("PostCompact") and arrived("PostCompact"), "the compaction")
         tty.type("/exit")
         tty.wait_for(lambda: ran("SessionEnd"), "the SessionEnd hook")
     sid = claude.hooks_run()[0]["session_id"]

@@ -287,3 +287,30 @@ def test_spool_is_bounded_and_reports_what_it_dropped(tmp_path: Path) -> None:
     assert [e["ts"] - BASE_TS for e in events] == [2, 3, 4]  # oldest dropped first
     assert events[-1]["spool_dropped"] == 1
     assert "spool_dropped" not in events[0]
+
+
+def _ignores(pid: int, sig: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_sigterm_while_the_hook_runs_does_not_lose_the_event(tmp_path: Path) -> None:
+    """Claude Code sends SIGTERM to hooks still running when it exits: the hook finishes its
+    spool write first. (The SIGTERM arrives while the hook waits for its stdin.)"""
+    spool = tmp_path / "spool"
+    env = hook_env(spool, "http://127.0.0.1:9")  # nothing listens: the event stays spooled
+    proc = subprocess.Popen(
+        [sys.executable, "-S", str(HOOK)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    wait_until(lambda: _ignores(proc.pid, 15), 10, "the hook to ignore SIGTERM")
+    proc.terminate()
+    payload = fixtures(tmp_path)[-1]  # SessionEnd
+    out, err = proc.communicate(json.dumps(payload).encode(), timeout=30)
+    assert (proc.returncode, out, err) == (0, b"", b"")
+    assert [e["hook_event"] for e in spooled(spool)] == ["SessionEnd"]

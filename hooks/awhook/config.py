@@ -1,4 +1,4 @@
-"""Settings of the hook, read from the environment (names in DESIGN.md and the README)."""
+"""Settings of the hook, read from the environment (the variables: README.md, "Hooks")."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 
 if TYPE_CHECKING:
-    from typing import Mapping, Optional
+    from typing import Mapping, Optional, TypeVar, Union
+
+    _Default = TypeVar("_Default", int, None)
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 DEFAULT_MAX_EVENTS = 10_000
@@ -42,7 +44,7 @@ def default_spool_dir(env: Mapping[str, str]) -> str:
     return os.path.join(base, "agentwatch", "spool")
 
 
-def _int(value: Optional[str], default: Optional[int]) -> Optional[int]:
+def _int(value: Optional[str], default: _Default) -> Union[int, _Default]:
     try:
         return int(value) if value else default
     except ValueError:

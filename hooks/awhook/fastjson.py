@@ -32,7 +32,8 @@ try:
     def _default(obj: Any) -> Any:
         raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
-    _scan = _json.make_scanner(_Context())
+    # typeshed wants a json.JSONDecoder; the C scanner only reads the attributes above.
+    _scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
     _encode = _json.make_encoder(
         None, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
     )

@@ -20,7 +20,7 @@ from .spool import Spool, try_lock
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+    from typing import Dict, List, Optional, Tuple
 
     Item = Tuple[str, bytes]  # (spool file name, envelope bytes)
 
@@ -45,8 +45,13 @@ def detach(keep: int) -> None:
     of them (0-2, or a copy at a higher number: a launcher's dup, a sibling hook's pipe leaked by
     a racy spawner) would make a hook wait for a delivery, up to the flusher's network timeouts.
     Called in the intermediate child before it forks the flusher: once the hook has reaped that
-    child, no process of ours holds anything of the hook's but `keep` (flush.lock).
+    child, no process of ours holds anything of the hook's but `keep` (flush.lock). The signals
+    the hook ignored while it wrote its spool get their default handlers back.
     """
+    import _signal  # type: ignore[import-not-found]  # no stub: `signal` without its enums
+
+    for sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP):  # the hook ignored them
+        _signal.signal(sig, _signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         if fd != devnull:
@@ -204,7 +209,7 @@ def _post(cfg: Config, body: bytes) -> Tuple[int, bytes]:
             conn.close()
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> dict:
+def sign(secret: str, body: bytes, timestamp: int) -> Dict[str, str]:
     """X-Agentwatch-Timestamp and X-Agentwatch-Signature: HMAC-SHA256 of '<ts>.' + body."""
     import hashlib
     import hmac

@@ -15,6 +15,8 @@ TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
+    from .transcript import Usage
+
 
 MAX_STDIN_BYTES = 32 * 1024 * 1024
 
@@ -95,7 +97,7 @@ USAGE_EVENTS = {
 }
 
 
-def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[dict]:
+def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[Usage]:
     key = USAGE_EVENTS.get(hook_event)
     path = payload.get(key) if key else None
     if not isinstance(path, str) or not path:
@@ -109,7 +111,7 @@ def _usage(hook_event: str, payload: Dict[str, Any], spool: Spool) -> Optional[d
         return None
 
 
-def _cost_state(payload: Dict[str, Any]) -> Optional[dict]:
+def _cost_state(payload: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     path = payload.get("transcript_path")
     if not isinstance(path, str) or not path:
         return None

@@ -21,7 +21,7 @@ from . import fastjson
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
-    from typing import List, Optional
+    from typing import Any, Dict, List, Optional
 
 
 class Spool:
@@ -107,7 +107,7 @@ class Spool:
 
     # -- backoff --------------------------------------------------------------------------
 
-    def backoff(self) -> dict:
+    def backoff(self) -> Dict[str, Any]:
         try:
             with open(os.path.join(self.state, "backoff.json"), encoding="utf-8") as f:
                 state = fastjson.loads(f.read())
@@ -118,7 +118,7 @@ class Spool:
     def due(self, now: float) -> bool:
         return now >= float(self.backoff().get("next_attempt", 0))
 
-    def set_backoff(self, state: Optional[dict]) -> None:
+    def set_backoff(self, state: Optional[Dict[str, Any]]) -> None:
         path = os.path.join(self.state, "backoff.json")
         if state is None:
             _unlink(path)
