@@ -163,8 +163,8 @@ def _clone(tmpl_sid: str, events: list[Event], sid: str, start: int) -> list[Eve
     for e in events:
         payload = e.payload.replace(tmpl_sid, sid)
         tool_use_id = e.tool_use_id
-        if tool_use_id:
-            tool_use_id = tool_use_id[:-12] + suffix
+        if e.tool_use_id:
+            tool_use_id = e.tool_use_id[:-12] + suffix
             payload = payload.replace(e.tool_use_id, tool_use_id)
         out.append(
             dataclasses.replace(

@@ -23,8 +23,14 @@ ALERTS = REPO / "alerts"
 RULE_FILES = sorted(ALERTS.glob("*.rules.yml"))
 TEST_FILES = sorted((ALERTS / "tests").glob("*.test.yml"))
 THRESHOLDS = ALERTS / "thresholds.rules.yml"
-RUNBOOK_BASE = "https://github.com/agentwatch/agentwatch/blob/main/runbooks/"
+# The one runbook base URL: prometheus/prometheus.yml's external label, set from RUNBOOK_BASE_URL.
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}"
 SEVERITIES = {"critical", "warning", "info"}
+
+
+def runbook_url(alertname: str, base: str = RUNBOOK_BASE) -> str:
+    """An alert's runbook_url: the base URL, then the runbook's path in the repository."""
+    return f"{base}/runbooks/{alertname}.md"
 
 
 @dataclass(frozen=True)
@@ -156,8 +162,7 @@ def test_alert_conventions() -> None:
         # The Watchdog's description is the one constant text: it has no value or label to show.
         if a.name != "Watchdog":
             assert "{{" in a.annotations["description"], f"{a.name}: description is templated"
-        assert a.annotations["runbook_url"] == f"{RUNBOOK_BASE}{a.name}.md"
-        assert a.annotations["runbook_url"].endswith(f"runbooks/{a.name}.md")
+        assert a.annotations["runbook_url"] == runbook_url(a.name), a.name
 
 
 def test_rule_groups_are_kebab_case_and_records_follow_level_metric_operation() -> None:
@@ -233,6 +238,9 @@ def test_every_alert_is_tested_just_before_and_just_after_for() -> None:
                     )
                     assert set(exp["exp_annotations"]) == set(rule.annotations), path
                     assert exp["exp_annotations"]["summary"] == rule.annotations["summary"]
+                    # Each test group sets the base URL; the expected link is built from it.
+                    base = case_group["external_labels"]["runbook_base_url"]
+                    assert exp["exp_annotations"]["runbook_url"] == runbook_url(rule.name, base)
                     assert t >= rule.for_seconds, f"{rule.name} fires before its for: ran out"
                     if rule.for_seconds:
                         before = [

@@ -27,7 +27,8 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES_DIR = REPO / "grafana" / "provisioning" / "datasources"
-# The fixed uids of DESIGN.md; used when the provisioning files are not there to read.
+# The fixed datasource uids (each equal to its type, as grafana/provisioning/datasources sets
+# them); used when the provisioning files are not there to read.
 FIXED_UIDS = {
     "prometheus": "prometheus",
     "loki": "loki",

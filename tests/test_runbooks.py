@@ -1,5 +1,7 @@
 """runbooks/: one per alert and no other, each with the same sections, and the PromQL and LogQL
-they tell a newcomer to run actually parse (promtool, Grafana's LogQL grammar)."""
+they tell a newcomer to run actually parse (promtool, Grafana's LogQL grammar). Every alert links
+its runbook through one base URL, RUNBOOK_BASE_URL, whose default (the stack's Prometheus) really
+serves the runbooks."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from tests.support.procs import IN_CI, REPO, require_binary
-from tests.test_alert_rules import alert_names
+from tests.support.procs import IN_CI, REPO, require_binary, start_prometheus, wait_until
+from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config
+from tests.support.stack import host_path, raw_compose, resolved_config
+from tests.test_alert_rules import RULE_FILES, alert_names, alert_rules, runbook_url
 
 RUNBOOKS = REPO / "runbooks"
 SECTIONS = ["Meaning", "Impact", "Diagnosis", "Mitigation"]
@@ -56,6 +61,76 @@ def test_every_alert_has_a_runbook_and_every_runbook_an_alert() -> None:
     alerts, books = alert_names(), set(runbooks())
     assert not alerts - books, f"alerts without a runbook: {sorted(alerts - books)}"
     assert not books - alerts, f"runbooks without an alert: {sorted(books - alerts)}"
+
+
+def test_every_alert_links_its_runbook_through_the_one_base_url() -> None:
+    """No rule hard-codes where runbooks live: each runbook_url is the shared base (the external
+    label runbook_base_url) followed by the runbook's own path in the repository."""
+    for alert in alert_rules():
+        assert alert.annotations["runbook_url"] == runbook_url(alert.name), alert.name
+        assert (RUNBOOKS / f"{alert.name}.md").is_file(), alert.name
+    for path in RULE_FILES:
+        text = path.read_text()
+        assert set(re.findall(r"\$externalLabels\.(\w+)", text)) <= {"runbook_base_url"}, path
+
+
+def test_the_base_url_is_one_variable_whose_default_serves_the_runbooks(tmp_path: Path) -> None:
+    """prometheus.yml takes the base from RUNBOOK_BASE_URL; compose and .env.example default it
+    to the stack's Prometheus, which serves the checkout's runbooks/ under /user/."""
+    prometheus = yaml.safe_load(REPO_PROMETHEUS_YML.read_text())
+    assert prometheus["global"]["external_labels"]["runbook_base_url"] == "${RUNBOOK_BASE_URL}"
+    service = raw_compose()["services"]["prometheus"]
+    found = re.fullmatch(
+        r"\$\{RUNBOOK_BASE_URL:-(.+)\}", service["environment"]["RUNBOOK_BASE_URL"]
+    )
+    assert found, service["environment"]
+    default = found.group(1)
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert example["RUNBOOK_BASE_URL"] == default
+    flags = dict(str(arg).split("=", 1) for arg in service["command"] if "=" in str(arg))
+    assert default == flags["--web.external-url"] + "/user"
+    mounted = flags["--web.user-assets"] + "/runbooks"
+    assert host_path(resolved_config(tmp_path), "prometheus", mounted) == RUNBOOKS
+
+
+@pytest.mark.e2e
+def test_prometheus_builds_the_link_from_the_variable_and_serves_the_runbook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's Prometheus on the repo's prometheus.yml and rules, with RUNBOOK_BASE_URL set and
+    runbooks/ served at /user/runbooks/ as in compose: the Watchdog links to its runbook there."""
+    assets = tmp_path / "user"
+    assets.mkdir()
+    (assets / "runbooks").symlink_to(RUNBOOKS)
+    base = "http://prometheus.test/user"
+    monkeypatch.setenv("RUNBOOK_BASE_URL", base)
+    config = derive_config(REPO_PROMETHEUS_YML.read_text(), {}, evaluation_interval="1s")
+    # Prometheus 3 always expands ${VAR} in external labels; 2.x (Debian's) needs the flag.
+    flags = ["--enable-feature=expand-external-labels", f"--web.user-assets={assets}"]
+    prom = start_prometheus(tmp_path, config, flags)
+    try:
+        links: list[str] = []
+
+        def watchdog_link() -> bool:
+            alerts = httpx.get(prom.url + "/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            links[:] = [
+                a["annotations"]["runbook_url"]
+                for a in alerts
+                if a["labels"]["alertname"] == "Watchdog"
+            ]
+            return bool(links)
+
+        wait_until(watchdog_link, 30, "the Watchdog in /api/v1/alerts")
+        assert links == [f"{base}/runbooks/Watchdog.md"]
+        served = httpx.get(prom.url + links[0].removeprefix("http://prometheus.test"), timeout=5)
+        assert served.status_code == 200
+        assert served.text == (RUNBOOKS / "Watchdog.md").read_text()
+    finally:
+        prom.stop()
 
 
 @pytest.mark.parametrize("name", sorted(alert_names()))
