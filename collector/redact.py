@@ -117,7 +117,3 @@ def redact(text: str) -> str:
         if not found.isdisjoint(triggers):
             text = regex.sub(replacement, text)
     return text
-
-
-def kinds() -> list[str]:
-    return [kind for kind, _, _ in _PATTERNS]
