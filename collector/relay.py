@@ -13,10 +13,11 @@ Ingest never waits on the relay: the store's commit listener only sets an Event.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +32,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 from collector import __version__
 from collector.metrics import Metrics
 from collector.otlp_breaker import Breaker
-from collector.otlp_export import Exporter, RelayConfig, build_exporter
+from collector.otlp_export import Exporter, RelayConfig, build_exporter, targets_from_env
 from collector.otlp_ids import trace_context
 from collector.otlp_logs import add_log_record, put_attrs
 from collector.otlp_spans import Decoded, OpenSpan, SpanBuilder, add_span
 from collector.payloads import EVENT_SELECT
+from collector.settings import Settings
 from collector.store import Store
 
-__all__ = ["Relay", "RelayConfig", "trace_context"]
+__all__ = ["Relay", "RelayConfig", "relay_config_from", "trace_context"]
 
 log = logging.getLogger("collector.relay")
 
@@ -49,6 +51,28 @@ RESOURCE = {
     "service.version": __version__,
 }
 SCOPE = "agentwatch.relay"
+
+
+def relay_config_from(settings: Settings, env: Mapping[str, str] | None = None) -> RelayConfig:
+    """The relay's config: its knobs from `settings` (AGENTWATCH_RELAY_*, owned and validated
+    there), where to send from the standard OTEL_EXPORTER_OTLP_* variables of `env` (default
+    os.environ), which the exporter module reads. No endpoint for a signal, or
+    AGENTWATCH_RELAY_<SIGNAL>=off, means that signal is not relayed; neither, the relay is off.
+    A bad OTEL_* value raises SettingsError (otlp_export.ConfigError is one)."""
+    env = os.environ if env is None else env
+    logs, traces = targets_from_env(env)
+    return RelayConfig(
+        logs=logs if settings.relay_logs else None,
+        traces=traces if settings.relay_traces else None,
+        timeout_seconds=settings.relay_timeout_seconds,
+        batch_events=settings.relay_batch_events,
+        span_timeout_seconds=settings.relay_span_timeout_seconds,
+        max_sessions=settings.relay_max_sessions,
+        backoff_base_seconds=settings.relay_backoff_base_seconds,
+        backoff_max_seconds=settings.relay_backoff_max_seconds,
+        breaker_failures=settings.relay_breaker_failures,
+        breaker_cooldown_seconds=settings.relay_breaker_cooldown_seconds,
+    )
 
 
 @dataclass

