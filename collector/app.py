@@ -28,7 +28,7 @@ from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
 from collector.pricing import PriceTable
-from collector.relay import Relay, RelayConfig
+from collector.relay import Relay, RelayConfig, relay_config_from
 from collector.responses import error_response
 from collector.routes import alerts, health, ingest
 from collector.routes import query as query_routes
@@ -45,6 +45,9 @@ def create_app(
     registry: CollectorRegistry | None = None,
     relay_config: RelayConfig | None = None,
 ) -> FastAPI:
+    """The collector for `settings` (default: the environment); its relay sends as
+    `relay_config` says (default: built from `settings` and OTEL_EXPORTER_OTLP_*). Raises
+    SettingsError for a value it cannot use (a relay protocol, the prices file)."""
     settings = settings or Settings.from_env()
     metrics = build_metrics(registry or CollectorRegistry(), settings.label_cap)
     store = Store(
@@ -68,7 +71,7 @@ def create_app(
         if settings.hmac_secret
         else None,
     )
-    relay = Relay(store, metrics, relay_config or RelayConfig.from_env())
+    relay = Relay(store, metrics, relay_config or relay_config_from(settings))
     context.relay = relay
 
     @asynccontextmanager
@@ -115,7 +118,7 @@ def create_app(
     app.state.ctx = context
     app.include_router(ingest.router)
     app.include_router(alerts.router)
-    app.include_router(health.router)
+    app.include_router(health.build_router(context))
     app.include_router(query_routes.router)
     app.include_router(stream_routes.build_router(context))
     app.add_middleware(ObserveRequests, metrics=metrics)

@@ -1,7 +1,15 @@
-"""Settings from AGENTWATCH_* environment variables, each with a safe default (secrets excepted)."""
+"""Settings from AGENTWATCH_* environment variables, each with a safe default (secrets excepted).
+
+This is the one place that reads AGENTWATCH_* (the relay's knobs included: relay_config_from
+in collector/relay.py builds the relay's config from these) and SettingsError is the one error a
+bad value raises, so `python -m collector` can print it on one line and exit 2. The standard
+OTEL_EXPORTER_OTLP_* variables (where the relay sends) are not ours: the exporter module
+(collector/otlp_export.py) reads them and raises a SettingsError too.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -11,6 +19,9 @@ from typing import Any
 CAPTURE_MODES = ("full", "metadata")
 SYNC_MODES = ("FULL", "NORMAL")
 INTEGRITY_MODES = ("quick", "full", "off")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+BOOLS |= {"0": False, "false": False, "no": False, "off": False}
 
 
 class SettingsError(ValueError):
@@ -47,6 +58,17 @@ class Settings:
     waiting_seconds: int = 60
     session_idle_seconds: int = 1800
     log_level: str = "INFO"
+    # The OTLP relay (on only when an OTEL_EXPORTER_OTLP_* endpoint is set).
+    relay_logs: bool = True
+    relay_traces: bool = True
+    relay_timeout_seconds: float = 10.0
+    relay_batch_events: int = 2000
+    relay_span_timeout_seconds: float = 1800.0
+    relay_max_sessions: int = 5000
+    relay_backoff_base_seconds: float = 0.5
+    relay_backoff_max_seconds: float = 30.0
+    relay_breaker_failures: int = 5
+    relay_breaker_cooldown_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,51 +76,84 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(f"AGENTWATCH_{f.name.upper()}", "").strip()
+            raw = env.get(variable(f.name), "").strip()
             if raw:
                 values[f.name] = _convert(f.name, raw, f.type)
         return cls(**values).validated()
 
     def validated(self) -> Settings:
-        checks = [
-            (self.capture in CAPTURE_MODES, f"AGENTWATCH_CAPTURE must be one of {CAPTURE_MODES}"),
-            (
-                self.sqlite_synchronous in SYNC_MODES,
-                f"AGENTWATCH_SQLITE_SYNCHRONOUS must be one of {SYNC_MODES}",
-            ),
-            (
-                self.integrity_check in INTEGRITY_MODES,
-                f"AGENTWATCH_INTEGRITY_CHECK must be one of {INTEGRITY_MODES}",
-            ),
-            (0 < self.port < 65536, "AGENTWATCH_PORT must be 1-65535"),
-            (self.retention_days >= 1, "AGENTWATCH_RETENTION_DAYS must be >= 1"),
-            (self.max_body_bytes >= 1024, "AGENTWATCH_MAX_BODY_BYTES must be >= 1024"),
-            (self.max_batch_events >= 1, "AGENTWATCH_MAX_BATCH_EVENTS must be >= 1"),
-            (self.queue_max_events >= 1000, "AGENTWATCH_QUEUE_MAX_EVENTS must be >= 1000"),
-            (self.label_cap >= 1, "AGENTWATCH_LABEL_CAP must be >= 1"),
-            (self.loop_threshold >= 1, "AGENTWATCH_LOOP_THRESHOLD must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SettingsError(message)
+        """Self, or SettingsError naming the first variable whose value cannot be used."""
+        choices = {
+            "capture": CAPTURE_MODES,
+            "sqlite_synchronous": SYNC_MODES,
+            "integrity_check": INTEGRITY_MODES,
+            "log_level": LOG_LEVELS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{variable(name)} must be one of {allowed}")
+        if not 0 < self.port < 65536:
+            raise SettingsError("AGENTWATCH_PORT must be 1-65535")
+        for name, least in _AT_LEAST.items():
+            if getattr(self, name) < least:
+                raise SettingsError(f"{variable(name)} must be >= {least}")
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{variable(name)} must be > 0")
         return self
 
 
+# Bounds of the numbers: beyond them a value means nothing (or stalls the collector).
+_AT_LEAST: dict[str, int] = {
+    "hmac_window_seconds": 1,
+    "retention_days": 1,
+    "retention_interval_seconds": 1,
+    "max_body_bytes": 1024,
+    "max_batch_events": 1,
+    "max_field_chars": 1,
+    "max_payload_bytes": 1,
+    "queue_max_events": 1000,
+    "label_cap": 1,
+    "loop_threshold": 1,
+    "waiting_seconds": 0,
+    "session_idle_seconds": 1,
+}
+_POSITIVE = (
+    "body_timeout_seconds",
+    "relay_timeout_seconds",
+    "relay_batch_events",
+    "relay_span_timeout_seconds",
+    "relay_max_sessions",
+    "relay_backoff_base_seconds",
+    "relay_backoff_max_seconds",
+    "relay_breaker_failures",
+    "relay_breaker_cooldown_seconds",
+)
+
+
+def variable(name: str) -> str:
+    """The environment variable of a Settings field."""
+    return f"AGENTWATCH_{name.upper()}"
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
-    kind = str(kind)
+    kind = str(kind)  # the annotation as written (postponed evaluation): "int", "Path | None"
+    if kind.startswith("bool"):
+        if raw.lower() not in BOOLS:
+            raise SettingsError(f"{variable(name)}={raw!r} is not one of {', '.join(BOOLS)}")
+        return BOOLS[raw.lower()]
     try:
         if kind.startswith("int"):
             return int(raw)
         if kind.startswith("float"):
-            return float(raw)
-        if kind.startswith("bool"):
-            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+            value = float(raw)
+            if not math.isfinite(value):
                 raise ValueError(raw)
-            return raw.lower() in {"1", "true", "yes"}
-        if kind.startswith("Path"):
-            return Path(raw)
+            return value
     except ValueError:
-        raise SettingsError(f"AGENTWATCH_{name.upper()}={raw!r} is not a valid {kind}") from None
+        raise SettingsError(f"{variable(name)}={raw!r} is not a valid {kind}") from None
+    if kind.startswith("Path"):
+        return Path(raw)
     if name in {"sqlite_synchronous", "log_level"}:
         return raw.upper()
     return raw

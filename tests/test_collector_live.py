@@ -142,7 +142,7 @@ def test_promtool_check_metrics_on_a_realistic_scrape(tmp_path: Path) -> None:
 
 
 def _run(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_")}
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTWATCH_", "OTEL_"))}
     full.update(env)
     return subprocess.run(
         [sys.executable, "-m", "collector"],
@@ -154,10 +154,31 @@ def _run(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProces
     )
 
 
-def test_invalid_setting_exits_with_a_clear_message() -> None:
-    result = _run({"AGENTWATCH_CAPTURE": "everything"})
-    assert result.returncode == 2
-    assert "AGENTWATCH_CAPTURE must be one of" in result.stderr
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AGENTWATCH_CAPTURE": "everything"}, "AGENTWATCH_CAPTURE must be one of"),
+        ({"AGENTWATCH_LOG_LEVEL": "LOUD"}, "AGENTWATCH_LOG_LEVEL must be one of"),
+        (
+            {"AGENTWATCH_RELAY_BATCH_EVENTS": "many"},
+            "AGENTWATCH_RELAY_BATCH_EVENTS='many' is not a valid int",
+        ),
+        ({"AGENTWATCH_RELAY_BACKOFF_MAX_SECONDS": "0"}, "AGENTWATCH_RELAY_BACKOFF_MAX_SECONDS"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "udp",
+            },
+            "OTEL_EXPORTER_OTLP_PROTOCOL must be one of",
+        ),
+    ],
+)
+def test_invalid_setting_exits_with_a_clear_message(env: dict[str, str], message: str) -> None:
+    result = _run({"AGENTWATCH_PORT": str(free_port()), **env})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()  # one line, no traceback
+    assert len(lines) == 1 and lines[0].startswith("agentwatch-collector: "), result.stderr
+    assert message in lines[0]
 
 
 def test_corrupt_database_refuses_to_start(tmp_path: Path) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from collector.otlp_breaker import Breaker
-from collector.otlp_export import ConfigError, RelayConfig, SignalTarget
+from collector.otlp_export import SignalTarget
 from collector.otlp_ids import span_id, trace_context, trace_id
+from collector.relay import RelayConfig, relay_config_from
+from collector.settings import Settings, SettingsError
 from tests.conftest import Harness
 
 
@@ -17,10 +21,15 @@ def test_no_endpoint_means_disabled(harness: Harness) -> None:
     assert harness.metric("agentwatch_relay_state", state="ok") == 0
 
 
+def relay_config(env: dict[str, str]) -> RelayConfig:
+    """As the collector builds it: AGENTWATCH_RELAY_* through Settings, OTEL_* as given."""
+    return relay_config_from(Settings.from_env(env), env)
+
+
 def test_config_from_standard_variables() -> None:
-    grpc = RelayConfig.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"})
+    grpc = relay_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"})
     assert grpc.logs == grpc.traces == SignalTarget("http://otel:4317", "grpc")
-    http = RelayConfig.from_env(
+    http = relay_config(
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318/",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -31,17 +40,53 @@ def test_config_from_standard_variables() -> None:
     assert http.logs == SignalTarget("http://otel:4318/v1/logs", "http/protobuf")
     assert http.traces == SignalTarget("http://tempo:4318/v1/traces", "http/protobuf")
     assert http.span_timeout_seconds == 60
-    only_logs = RelayConfig.from_env(
+    only_logs = relay_config(
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317", "AGENTWATCH_RELAY_TRACES": "off"}
     )
     assert only_logs.traces is None and only_logs.logs is not None
-    assert not RelayConfig.from_env({}).enabled
-    with pytest.raises(ConfigError):
-        RelayConfig.from_env(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "x", "OTEL_EXPORTER_OTLP_PROTOCOL": "udp"}
-        )
-    with pytest.raises(ConfigError):
-        RelayConfig.from_env({"AGENTWATCH_RELAY_BATCH_EVENTS": "-1"})
+    per_signal = relay_config(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317",
+            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf",
+        }
+    )
+    assert per_signal.logs == SignalTarget("http://otel:4317/v1/logs", "http/protobuf")
+    assert per_signal.traces == SignalTarget("http://otel:4317", "grpc")
+    assert not relay_config({}).enabled
+    assert not relay_config({"AGENTWATCH_RELAY_LOGS": "on"}).enabled  # no endpoint: off
+
+
+def test_knobs_are_the_settings_defaults() -> None:
+    config = relay_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317"})
+    settings = Settings()
+    assert (config.timeout_seconds, config.batch_events, config.max_sessions) == (
+        settings.relay_timeout_seconds,
+        settings.relay_batch_events,
+        settings.relay_max_sessions,
+    )
+    assert (config.backoff_base_seconds, config.backoff_max_seconds) == (0.5, 30.0)
+    assert (config.breaker_failures, config.breaker_cooldown_seconds) == (5, 30.0)
+    assert config.span_timeout_seconds == 1800.0
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "x", "OTEL_EXPORTER_OTLP_PROTOCOL": "udp"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL must be one of",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "x", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+            "PROTOCOL must be one of",
+        ),
+        ({"AGENTWATCH_RELAY_BATCH_EVENTS": "-1"}, "AGENTWATCH_RELAY_BATCH_EVENTS must be > 0"),
+        ({"AGENTWATCH_RELAY_LOGS": "maybe"}, "AGENTWATCH_RELAY_LOGS='maybe'"),
+    ],
+)
+def test_bad_relay_values_are_settings_errors(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        relay_config(env)
 
 
 def test_breaker_goes_ok_delayed_open_ok() -> None:
