@@ -10,12 +10,12 @@ PROJECT ?= .
 
 -include make/*.mk
 
-.PHONY: help setup deps system-deps node-deps dev test lint fmt bench bench-deps backup install-hooks
+.PHONY: help setup deps lock system-deps node-deps dev test lint fmt bench bench-deps backup install-hooks
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-$(VENV)/.installed: pyproject.toml requirements-dev.txt
+$(VENV)/.installed: pyproject.toml requirements-dev.txt requirements.lock
 	@echo ">> creating the virtualenv in $(VENV) with the pinned Python deps"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
@@ -23,6 +23,16 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	@touch $@
 
 deps: $(VENV)/.installed ## Python virtualenv with all deps
+
+LOCK_VENV ?= /tmp/agentwatch-lock-venv
+lock: ## re-resolve requirements.lock (the image's pins) to the newest versions pyproject.toml allows
+	@echo ">> resolving pyproject.toml's runtime dependencies in a throw-away virtualenv"
+	@rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	@$(LOCK_VENV)/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > $(LOCK_VENV)/runtime.txt
+	@$(LOCK_VENV)/bin/pip install -q --disable-pip-version-check -r $(LOCK_VENV)/runtime.txt
+	@echo ">> writing requirements.lock (then: make deps test; dev-only pins stay in requirements-dev.txt)"
+	@{ sed -n '/^#/!q;p' requirements.lock; $(LOCK_VENV)/bin/pip freeze --disable-pip-version-check; } > $(LOCK_VENV)/requirements.lock
+	@mv $(LOCK_VENV)/requirements.lock requirements.lock && rm -rf $(LOCK_VENV)
 
 system-deps: ## Debian's prometheus, alertmanager and tmux (installed when missing and root)
 	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && command -v tmux >/dev/null; then :; \
@@ -49,11 +59,16 @@ test: setup ## all tests (installs what it needs)
 	@echo ">> running pytest"
 	@$(PY) -m pytest -q
 
-lint: deps ## ruff and mypy --strict
-	@echo ">> ruff check, ruff format --check, mypy"
+lint: deps ## ruff; mypy --strict on collector, hooks, bench, tests/support; hooks stay Python 3.9
+	@echo ">> ruff check, ruff format --check"
 	@$(VENV)/bin/ruff check collector hooks tests bench demo
 	@$(VENV)/bin/ruff format --check collector hooks tests bench demo
+	@echo ">> ruff check hooks/ as Python 3.9 (the hook runs on the user's python3)"
+	@$(VENV)/bin/ruff check --target-version py39 --extend-select FA hooks
+	@echo ">> mypy --strict collector bench tests/support (pyproject.toml [tool.mypy])"
 	@$(VENV)/bin/mypy
+	@echo ">> mypy --strict hooks as Python 3.10 (the oldest mypy checks; 3.9 syntax: ruff above)"
+	@$(VENV)/bin/mypy --python-version 3.10 hooks
 
 fmt: deps
 	@$(VENV)/bin/ruff format collector hooks tests bench demo
