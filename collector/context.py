@@ -16,7 +16,7 @@ from collector.tracker import Tracker
 
 
 class RelayStatus(Protocol):
-    """What /readyz needs to know of the OTLP relay (collector/relay.py)."""
+    """What /readyz needs to know of the OTLP relay (collector/otlp/relay.py)."""
 
     @property
     def state(self) -> str: ...

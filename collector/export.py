@@ -17,7 +17,8 @@ from pathlib import Path
 import orjson
 
 from collector import payloads
-from collector import query as q
+from collector.query import events as query_events
+from collector.query import params as query_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: no store at {args.db}", file=sys.stderr)
         return 2
     try:
-        start, end = q.time_range(None, args.from_, args.to)
-        flt = q.EventFilter(
+        start, end = query_params.time_range(None, args.from_, args.to)
+        flt = query_events.EventFilter(
             start=start,
             end=end,
             session_id=args.session,
@@ -49,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             yield conn
 
         out = sys.stdout.buffer
-        for row in q.iter_events(reader, flt):
-            out.write(orjson.dumps(q.event_json(row)) + b"\n")
+        for row in query_events.iter_events(reader, flt):
+            out.write(orjson.dumps(query_events.event_json(row)) + b"\n")
         out.flush()
-    except (q.QueryError, sqlite3.DatabaseError) as exc:
+    except (query_params.QueryError, sqlite3.DatabaseError) as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `| head`: the reader has what it wanted

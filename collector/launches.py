@@ -1,5 +1,5 @@
 """Which Task/Agent tool call started which subagent: the one rule that the agent tree API
-(collector/query.py) and the exported trace spans (collector/otlp_spans.py) both follow.
+(collector/query/tree.py) and the exported trace spans (collector/otlp/spans.py) both follow.
 
 Claude Code does not say. A subagent is started by a tool call named `Task` (newer versions:
 `Agent`) whose `tool_input.subagent_type` names the kind of agent; the subagent's own events

@@ -1,10 +1,10 @@
 """Settings from AGENTWATCH_* environment variables, each with a safe default (secrets excepted).
 
 This is the one place that reads AGENTWATCH_* (the relay's knobs included: relay_config_from
-in collector/relay.py builds the relay's config from these) and SettingsError is the one error a
+in collector/otlp/relay.py builds the relay's config from these) and SettingsError is the one error a
 bad value raises, so `python -m collector` can print it on one line and exit 2. The standard
 OTEL_EXPORTER_OTLP_* variables (where the relay sends) are not ours: the exporter module
-(collector/otlp_export.py) reads them and raises a SettingsError too.
+(collector/otlp/export.py) reads them and raises a SettingsError too.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from collector.launches import Call, Failure, Launches, Sighting, attribute
-from collector.otlp_ids import span_id
-from collector.otlp_spans import OpenSpan, SpanBuilder
+from collector.otlp.ids import span_id
+from collector.otlp.spans import OpenSpan, SpanBuilder
 from collector.payloads import EVENT_SELECT
 from tests.conftest import Harness
 from tests.support.db import connect

@@ -1,4 +1,4 @@
-"""The relay's OTLP client (collector/otlp_export.py) against real receivers on real sockets.
+"""The relay's OTLP client (collector/otlp/export.py) against real receivers on real sockets.
 
 OTLP/gRPC through grpcio servers, OTLP/HTTP through http.server, TLS with certificates that
 openssl makes for the test: what goes on the wire (headers, compression, protobuf), and how every
@@ -26,7 +26,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from collector.otlp_export import (
+from collector.otlp.export import (
     RETRY_INFO_KEY,
     USER_AGENT,
     ConfigError,
@@ -275,14 +275,14 @@ def test_http_partial_success_counts_as_sent_and_is_logged(
     answer.partial_success.rejected_log_records = 2
     answer.partial_success.error_message = "2 records too old"
     sink.body = answer.SerializeToString()
-    with caplog.at_level(logging.WARNING, "collector.otlp_export"):
+    with caplog.at_level(logging.WARNING, "collector.otlp.export"):
         assert exporter("logs", http_env(sink)).send(logs_request()) is None  # not retried
     (record,) = caplog.records
     assert record.msg == "OTLP receiver rejected part of an export"
     assert (record.signal, record.rejected, record.error) == ("logs", 2, "2 records too old")  # type: ignore[attr-defined]
     caplog.clear()
     sink.body = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
-    with caplog.at_level(logging.WARNING, "collector.otlp_export"):
+    with caplog.at_level(logging.WARNING, "collector.otlp.export"):
         assert exporter("logs", http_env(sink)).send(logs_request()) is None
     assert caplog.records == []
 
@@ -416,7 +416,7 @@ def test_grpc_partial_success_counts_as_sent_and_is_logged(
     sink, port = grpc_sink
     sink.rejected = 1
     client = exporter("traces", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
-    with caplog.at_level(logging.WARNING, "collector.otlp_export"):
+    with caplog.at_level(logging.WARNING, "collector.otlp.export"):
         assert client.send(traces_request()) is None
     (record,) = caplog.records
     assert (record.signal, record.rejected, record.error) == ("traces", 1, "rejected some")  # type: ignore[attr-defined]

@@ -11,7 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from collector import query as q
+from collector.query import events as query_events
+from collector.query import params as query_params
+from collector.query import tools as query_tools
+from collector.query import tree as query_tree
 from tests.conftest import Harness
 from tests.support.db import connect
 from tests.test_query_data import (
@@ -114,7 +117,7 @@ def test_session_detail_and_unknown(store: Harness) -> None:
     assert s["usage"] == {
         "claude-sonnet-4-5": {"input": 1000, "output": 500, "cache_read": 0, "cache_creation": 0}
     }
-    assert s["trace_id"] == q.trace_id("s-old") and len(s["trace_id"]) == 32
+    assert s["trace_id"] == query_tree.trace_id("s-old") and len(s["trace_id"]) == 32
     r = store.client.get("/v1/sessions/nope")
     assert r.status_code == 404 and "nope" in r.json()["error"]
 
@@ -172,11 +175,11 @@ def test_free_text_pages_look_at_a_bounded_number_of_events(store: Harness) -> N
     """A page with q unpacks at most scan_budget payloads; following the cursors finds every
     match, in order, the same as one unbounded page."""
     with connect(store.settings.db) as conn:
-        flt = q.EventFilter(q="FIX THE")
-        everything = q.list_events(conn, flt, 100, None, scan_budget=1000).items
+        flt = query_events.EventFilter(q="FIX THE")
+        everything = query_events.list_events(conn, flt, 100, None, scan_budget=1000).items
         pages, cursor, found = 0, None, []
         while True:
-            page = q.list_events(conn, flt, 3, cursor, scan_budget=7)
+            page = query_events.list_events(conn, flt, 3, cursor, scan_budget=7)
             pages += 1
             found += page.items
             cursor = page.next_cursor
@@ -202,8 +205,8 @@ def test_event_pagination_edges(store: Harness) -> None:
     ("params", "reason"),
     [
         ({"cursor": "not-a-cursor!"}, "invalid cursor"),
-        ({"cursor": q.encode_cursor("sessions", 1, "x")}, "invalid cursor"),
-        ({"cursor": q.encode_cursor("events", "1", 2)}, "invalid cursor"),
+        ({"cursor": query_params.encode_cursor("sessions", 1, "x")}, "invalid cursor"),
+        ({"cursor": query_params.encode_cursor("events", "1", 2)}, "invalid cursor"),
         ({"range": "2h"}, "range must be one of"),
         ({"range": "1h", "from": "0"}, "not both"),
         ({"from": "yesterday"}, "ISO 8601"),
@@ -227,7 +230,7 @@ def test_invalid_event_queries_are_400_with_a_reason(
 def test_invalid_session_queries_are_400(harness: Harness) -> None:
     for params in (
         {"status": "sleeping"},
-        {"cursor": q.encode_cursor("events", 1, 2)},
+        {"cursor": query_params.encode_cursor("events", 1, 2)},
         {"errors": "perhaps"},
     ):
         r = harness.client.get("/v1/sessions", params=params)
@@ -246,7 +249,7 @@ def test_tree_of_a_session_with_parallel_subagents(harness: Harness) -> None:
     data, expected = parallel_subagents_session("s-tree", NOW_MS - 10_000)
     load(harness, data)
     tree = get(harness, "/v1/sessions/s-tree/tree")
-    assert tree["trace_id"] == q.trace_id("s-tree")
+    assert tree["trace_id"] == query_tree.trace_id("s-tree")
     main = tree["agent"]
     assert (main["agent_id"], main["agent_type"], main["parent_agent_id"]) == (
         "s-tree",
@@ -260,7 +263,7 @@ def test_tree_of_a_session_with_parallel_subagents(harness: Harness) -> None:
         assert sub["started_by"]["tool_use_id"] == tid, agent_id
         assert sub["started_by"]["tool_name"] == "Task"
         assert sub["agent_type"] == sub["started_by"]["subagent_type"]
-        assert sub["parent_span_id"] == q.span_id("s-tree", "tool", tid)
+        assert sub["parent_span_id"] == query_tree.span_id("s-tree", "tool", tid)
         assert [c["tool_name"] for c in sub["tool_calls"]] == ["Read", "Grep"]
     plan = subs["plan-1"]
     assert [c["outcome"] for c in plan["tool_calls"]] == ["success", "error"]
@@ -332,11 +335,11 @@ def test_tool_stats_percentiles_match_statistics(harness: Harness) -> None:
 def test_percentile_matches_statistics(n: int) -> None:
     data = sorted(float(x * x % 97) for x in range(n))
     if n == 1:
-        assert q.percentile(data, 95) == data[0]
+        assert query_tools.percentile(data, 95) == data[0]
         return
     cuts = statistics.quantiles(data, n=100, method="inclusive")
     for k in (1, 50, 95, 99):
-        assert q.percentile(data, k) == pytest.approx(cuts[k - 1])
+        assert query_tools.percentile(data, k) == pytest.approx(cuts[k - 1])
 
 
 def test_tool_loops_are_listed(harness: Harness) -> None:
@@ -370,7 +373,7 @@ def test_export_ndjson_and_csv(store: Harness, monkeypatch: pytest.MonkeyPatch) 
     assert len(table) == 3 and {x["outcome"] for x in table} == {"error"}
     assert orjson.loads(table[0]["payload"])["tool_name"] == "Bash"
     # Batches smaller than the result: the generator pages through the store.
-    monkeypatch.setattr(q.iter_events, "__defaults__", (4, None))
+    monkeypatch.setattr(query_events.iter_events, "__defaults__", (4, None))
     everything = store.client.get("/v1/export").text.splitlines()
     assert len(everything) == 40 and len({orjson.loads(x)["seq"] for x in everything}) == 40
     limited = store.client.get("/v1/export", params={"limit": 5}).text.splitlines()

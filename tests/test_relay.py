@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from collector.otlp_breaker import Breaker
-from collector.otlp_export import SignalTarget
-from collector.otlp_ids import span_id, trace_context, trace_id
-from collector.relay import RelayConfig, relay_config_from
+from collector.otlp.breaker import Breaker
+from collector.otlp.export import SignalTarget
+from collector.otlp.ids import span_id, trace_context, trace_id
+from collector.otlp.relay import RelayConfig, relay_config_from
 from collector.settings import Settings, SettingsError
 from tests.conftest import Harness
 

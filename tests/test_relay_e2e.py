@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from bench.workload import events as workload
-from collector.otlp_ids import span_id, trace_context, trace_id
+from collector.otlp.ids import span_id, trace_context, trace_id
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, Recorder
 from tests.support.procs import Proc, start_collector, wait_until
 

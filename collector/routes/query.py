@@ -15,8 +15,12 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from collector import query as q
 from collector.context import AppContext, ctx, require_token
+from collector.query import events as query_events
+from collector.query import params as query_params
+from collector.query import sessions as query_sessions
+from collector.query import tools as query_tools
+from collector.query import tree as query_tree
 from collector.responses import json_response
 
 router = APIRouter(prefix="/v1", tags=["query"], dependencies=[Depends(require_token)])
@@ -41,7 +45,9 @@ To = Annotated[str | None, Query(description="End, epoch ms or ISO 8601 (exclusi
 Cursor = Annotated[
     str | None, Query(description="next_cursor of the previous page", max_length=512)
 ]
-Limit = Annotated[int, Query(ge=1, le=q.MAX_LIMIT, description="Rows per page (at most 10,000)")]
+Limit = Annotated[
+    int, Query(ge=1, le=query_params.MAX_LIMIT, description="Rows per page (at most 10,000)")
+]
 App = Annotated[str | None, Query(description="Only this source_app")]
 Errors = Annotated[bool, Query(description="Only errors (outcome=error)")]
 
@@ -51,14 +57,14 @@ def _run(request: Request, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     try:
         with ctx(request).store.reader() as conn:
             return fn(conn, *args, **kw)
-    except q.QueryError as exc:
+    except query_params.QueryError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
 def _range(range_: str | None, from_: str | None, to: str | None) -> tuple[int | None, int | None]:
     try:
-        return q.time_range(range_, from_, to)
-    except q.QueryError as exc:
+        return query_params.time_range(range_, from_, to)
+    except query_params.QueryError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
@@ -87,7 +93,7 @@ def sessions(
     start, end = _range(range_, from_, to)
     page = _run(
         request,
-        q.list_sessions,
+        query_sessions.list_sessions,
         source_app=source_app,
         start=start,
         end=end,
@@ -102,7 +108,7 @@ def sessions(
 
 @router.get("/sessions/{session_id}", responses=NOT_FOUND, summary="One session's summary")
 def session(request: Request, session_id: str) -> Response:
-    found = _run(request, q.get_session, session_id, _idle_ms(ctx(request)))
+    found = _run(request, query_sessions.get_session, session_id, _idle_ms(ctx(request)))
     if found is None:
         raise HTTPException(404, f"no session {session_id!r}")
     return json_response(found)
@@ -118,14 +124,18 @@ def session_events(
 ) -> Response:
     page = _run(
         request,
-        q.list_events,
-        q.EventFilter(session_id=session_id),
+        query_events.list_events,
+        query_events.EventFilter(session_id=session_id),
         limit,
         cursor,
         ascending=True,
         kind="timeline",
     )
-    if not page.items and cursor is None and _run(request, q.get_session, session_id, 0) is None:
+    if (
+        not page.items
+        and cursor is None
+        and _run(request, query_sessions.get_session, session_id, 0) is None
+    ):
         raise HTTPException(404, f"no session {session_id!r}")
     return json_response(page.json())
 
@@ -136,7 +146,7 @@ def session_events(
     summary="The agent hierarchy: main agent, subagents and the tool calls of each",
 )
 def session_tree(request: Request, session_id: str) -> Response:
-    tree = _run(request, q.session_tree, session_id)
+    tree = _run(request, query_tree.session_tree, session_id)
     if tree is None:
         raise HTTPException(404, f"no session {session_id!r}")
     return json_response(tree)
@@ -166,10 +176,10 @@ def event_filter(
             "with a next_cursor; follow it until it is null",
         ),
     ] = None,
-) -> q.EventFilter:
+) -> query_events.EventFilter:
     start, end = _range(range_, from_, to)
     try:
-        return q.EventFilter(
+        return query_events.EventFilter(
             start=start,
             end=end,
             source_app=source_app,
@@ -177,19 +187,19 @@ def event_filter(
             agent_id=agent,
             hook_event=hook_event,
             tool_name=tool,
-            outcome=q.with_errors(outcome, errors),
+            outcome=query_events.with_errors(outcome, errors),
             q=text,
         )
-    except q.QueryError as exc:
+    except query_params.QueryError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
-Filter = Annotated[q.EventFilter, Depends(event_filter)]
+Filter = Annotated[query_events.EventFilter, Depends(event_filter)]
 
 
 @router.get("/events", responses=ERRORS, summary="Events matching the filters, newest first")
 def events(request: Request, flt: Filter, limit: Limit = 100, cursor: Cursor = None) -> Response:
-    return json_response(_run(request, q.list_events, flt, limit, cursor).json())
+    return json_response(_run(request, query_events.list_events, flt, limit, cursor).json())
 
 
 @router.get(
@@ -215,19 +225,19 @@ def tools_stats(
         range_ = "24h"
     start, end = _range(range_, from_, to)
     threshold = loop_threshold or ctx(request).settings.loop_threshold
-    tools = _run(request, q.tool_stats, start, end, source_app)
-    loops = _run(request, q.tool_loops, start, end, threshold)
+    tools = _run(request, query_tools.tool_stats, start, end, source_app)
+    loops = _run(request, query_tools.tool_loops, start, end, threshold)
     return json_response(
         {"from": start, "to": end, "tools": tools, "loop_threshold": threshold, "loops": loops}
     )
 
 
-CSV_COLUMNS = q.EVENT_COLUMNS
+CSV_COLUMNS = query_events.EVENT_COLUMNS
 
 
 def _ndjson(rows: Iterator[tuple[Any, ...]]) -> Iterator[bytes]:
     for row in rows:
-        yield orjson.dumps(q.event_json(row)) + b"\n"
+        yield orjson.dumps(query_events.event_json(row)) + b"\n"
 
 
 def _csv(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
@@ -260,7 +270,7 @@ def export(
     format: Annotated[Literal["ndjson", "csv"], Query(description="Output format")] = "ndjson",
     limit: Annotated[int | None, Query(ge=1, description="At most this many events")] = None,
 ) -> Response:
-    rows = q.iter_events(ctx(request).store.reader, flt, limit=limit)
+    rows = query_events.iter_events(ctx(request).store.reader, flt, limit=limit)
     if format == "csv":
         return StreamingResponse(
             _csv(rows),

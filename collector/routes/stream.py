@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from prometheus_client import Counter
 from starlette.responses import StreamingResponse
 
-from collector import query as q
 from collector.context import AppContext, require_token
+from collector.query import events as query_events
 from collector.routes.query import ERRORS, Filter
 
 PAGE = 500
@@ -79,7 +79,7 @@ class StreamHub:
 
     @staticmethod
     def catch_up(
-        conn: sqlite3.Connection, flt: q.EventFilter, after: int, backlog: int
+        conn: sqlite3.Connection, flt: query_events.EventFilter, after: int, backlog: int
     ) -> tuple[int, int, list[tuple[Any, ...]]]:
         """(dropped, new position, rows): skip what lies beyond the backlog, then a page."""
         clauses, args = flt.where()
@@ -100,13 +100,14 @@ class StreamHub:
             ).fetchone()[0]
             after = cut
         rows = conn.execute(
-            f"{q._SELECT_EVENTS} WHERE {where} ORDER BY seq LIMIT ?", (after, *args, PAGE)
+            f"{query_events._SELECT_EVENTS} WHERE {where} ORDER BY seq LIMIT ?",
+            (after, *args, PAGE),
         ).fetchall()
         return dropped, after, rows
 
 
 def _message(row: tuple[Any, ...]) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (row[0], orjson.dumps(q.event_json(row)))
+    return b"id: %d\ndata: %s\n\n" % (row[0], orjson.dumps(query_events.event_json(row)))
 
 
 def build_router(c: AppContext) -> APIRouter:
@@ -154,7 +155,7 @@ def build_router(c: AppContext) -> APIRouter:
 
 
 async def _events(
-    hub: StreamHub, flt: q.EventFilter, after: int, heartbeat: float, backlog: int
+    hub: StreamHub, flt: query_events.EventFilter, after: int, heartbeat: float, backlog: int
 ) -> AsyncIterator[bytes]:
     wake = asyncio.Event()
     entry = hub.register(wake)

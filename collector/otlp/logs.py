@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
-from collector.otlp_ids import event_span
+from collector.otlp.ids import event_span
 from collector.vocabulary import BLOCKED, ERROR, FAILURE_EVENTS, HookEvent
 
 SEVERITY = {ERROR: (17, "ERROR"), BLOCKED: (13, "WARN")}

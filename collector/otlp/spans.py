@@ -27,8 +27,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from collector.events import batch_calls
 from collector.launches import Launches, subagent_type
-from collector.otlp_ids import span_id, trace_id
-from collector.otlp_logs import agent_name, error_text, put_attrs, usage_attributes
+from collector.otlp.ids import span_id, trace_id
+from collector.otlp.logs import agent_name, error_text, put_attrs, usage_attributes
 from collector.vocabulary import (
     BLOCKED,
     SUBAGENT_TOOLS,

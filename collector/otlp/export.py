@@ -51,7 +51,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 from collector import __version__
 from collector.settings import SettingsError
 
-log = logging.getLogger("collector.otlp_export")
+log = logging.getLogger("collector.otlp.export")
 
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = {"grpc": ("none", "gzip"), "http/protobuf": ("none", "gzip", "deflate")}

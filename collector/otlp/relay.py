@@ -5,7 +5,7 @@ pages of AGENTWATCH_RELAY_BATCH_EVENTS, turns each page into one logs request an
 request, sends them, and only then moves the cursor (meta "relay_cursor", written by the store's
 writer). A failed page is kept as built and sent again after the breaker's delay, so memory holds
 at most one page whatever the outage; the backlog stays in SQLite. A crash re-sends the page in
-flight: the same log records and spans with the same ids (otlp_ids), hence "at least once".
+flight: the same log records and spans with the same ids (otlp/ids.py), hence "at least once".
 
 Ingest never waits on the relay: the store's commit listener only sets an Event.
 """
@@ -31,18 +31,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from collector import __version__
 from collector.metrics import Metrics
-from collector.otlp_breaker import Breaker
-from collector.otlp_export import Exporter, RelayConfig, build_exporter, targets_from_env
-from collector.otlp_ids import trace_context
-from collector.otlp_logs import add_log_record, put_attrs
-from collector.otlp_spans import Decoded, OpenSpan, SpanBuilder, add_span
+from collector.otlp.breaker import Breaker
+from collector.otlp.export import Exporter, RelayConfig, build_exporter, targets_from_env
+from collector.otlp.ids import trace_context
+from collector.otlp.logs import add_log_record, put_attrs
+from collector.otlp.spans import Decoded, OpenSpan, SpanBuilder, add_span
 from collector.payloads import EVENT_SELECT
 from collector.settings import Settings
 from collector.store import Store
 
 __all__ = ["Relay", "RelayConfig", "relay_config_from", "trace_context"]
 
-log = logging.getLogger("collector.relay")
+log = logging.getLogger("collector.otlp.relay")
 
 CURSOR_KEY = "relay_cursor"
 RESOURCE = {
@@ -58,7 +58,7 @@ def relay_config_from(settings: Settings, env: Mapping[str, str] | None = None) 
     there), where to send from the standard OTEL_EXPORTER_OTLP_* variables of `env` (default
     os.environ), which the exporter module reads. No endpoint for a signal, or
     AGENTWATCH_RELAY_<SIGNAL>=off, means that signal is not relayed; neither, the relay is off.
-    A bad OTEL_* value raises SettingsError (otlp_export.ConfigError is one)."""
+    A bad OTEL_* value raises SettingsError (otlp.export.ConfigError is one)."""
     env = os.environ if env is None else env
     logs, traces = targets_from_env(env)
     return RelayConfig(
