@@ -27,7 +27,8 @@ from collector.events import Event
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
-from collector.otlp.relay import Relay, RelayConfig, relay_config_from
+from collector.otlp.export import RelayConfig
+from collector.otlp.relay import Relay, relay_config_from
 from collector.pricing import PriceTable
 from collector.responses import error_response
 from collector.routes import alerts, health, ingest

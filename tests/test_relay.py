@@ -7,9 +7,9 @@ import re
 import pytest
 
 from collector.otlp.breaker import Breaker
-from collector.otlp.export import SignalTarget
+from collector.otlp.export import RelayConfig, SignalTarget
 from collector.otlp.ids import span_id, trace_context, trace_id
-from collector.otlp.relay import RelayConfig, relay_config_from
+from collector.otlp.relay import relay_config_from
 from collector.settings import Settings, SettingsError
 from tests.conftest import Harness
 

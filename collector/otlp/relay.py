@@ -30,17 +30,15 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from collector import __version__
+from collector.events import now_ms
 from collector.metrics import Metrics
 from collector.otlp.breaker import Breaker
 from collector.otlp.export import Exporter, RelayConfig, build_exporter, targets_from_env
-from collector.otlp.ids import trace_context
 from collector.otlp.logs import add_log_record, put_attrs
 from collector.otlp.spans import Decoded, OpenSpan, SpanBuilder, add_span
 from collector.payloads import EVENT_SELECT
 from collector.settings import Settings
 from collector.store import Store
-
-__all__ = ["Relay", "RelayConfig", "relay_config_from", "trace_context"]
 
 log = logging.getLogger("collector.otlp.relay")
 
@@ -236,7 +234,7 @@ class Relay:
             if "traces" not in self._exporters:
                 return None
             # Caught up: close what no event has touched for the span timeout.
-            quiet = self._spans.sweep(time.time_ns() // 1_000_000)
+            quiet = self._spans.sweep(now_ms())
             if not quiet:
                 return None
             return _Batch(None, None, self._traces_request(quiet), 0, len(quiet))
@@ -287,7 +285,7 @@ class Relay:
     def _rebuild_open_sessions(self) -> None:
         """Sessions that may have open spans (not ended, recently active) get their trees back,
         so their spans are closed by the timeout even if no new event comes."""
-        since = time.time_ns() // 1_000_000 - int(2 * self.config.span_timeout_seconds * 1000)
+        since = now_ms() - int(2 * self.config.span_timeout_seconds * 1000)
         with self.store.reader() as conn:
             sessions = [
                 r[0]
