@@ -25,6 +25,7 @@ from collector.vocabulary import (
     BLOCKED,
     ERROR,
     FAILURE_EVENTS,
+    SOURCE_HOOK,
     SUCCESS,
     TOKEN_TYPES,
     HookEvent,
@@ -103,6 +104,11 @@ class Event:
     input_hash: str | None = None  # tool name + input digest, for loop detection
     spool_dropped: int = 0
     cost_state: dict[str, Any] | None = None  # Claude Code's own session totals (SessionEnd)
+    # `hook`, or `otel`: one of Claude Code's own OpenTelemetry log events (hook_event is its
+    # name, e.g. claude_code.api_request), whose usage and cost_usd are Claude Code's figures.
+    source: str = SOURCE_HOOK
+    cost_usd: float | None = None
+    user: str | None = None  # Claude Code's user.id (a hash), or e-mail where the operator opts in
     # Filled in by the store when it commits the event:
     increments: list[Increment] | None = None  # what it adds to the token and cost counters
     counted: Counted | None = None  # what it adds to its session's counters (counting.py)

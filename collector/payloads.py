@@ -56,7 +56,7 @@ EVENT_SELECT = (
     "seq, aw_event_id(event_id) AS event_id, ts, received_at, source_app, machine_id, session_id, "
     "coalesce(agent_id, session_id) AS agent_id, parent_agent_id, "
     f"{AGENT_TYPE} AS agent_type, hook_event, tool_name, tool_use_id, outcome, usage, "
-    f"{PAYLOAD_TEXT} AS payload"
+    f"{PAYLOAD_TEXT} AS payload, source, cost_state"
 )
 
 

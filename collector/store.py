@@ -113,6 +113,11 @@ def _session_costs(conn: sqlite3.Connection) -> None:
         )
 
 
+def _event_source(conn: sqlite3.Connection) -> None:
+    """Schema 4: where each event came from (hook, or otel: Claude Code's own events)."""
+    conn.execute("ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT 'hook'")
+
+
 _SCHEMA_3 = """
 ALTER TABLE events ADD COLUMN cost_state TEXT;
 ALTER TABLE sessions ADD COLUMN models TEXT;
@@ -178,15 +183,16 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _pack_rows,
     _session_costs,
+    _event_source,
 ]
 
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (event_id, ts, received_at, source_app, machine_id, session_id,
     agent_id, parent_agent_id, agent_type, hook_event, tool_name, tool_use_id, outcome, usage, payload,
-    input_hash, cost_state, duration_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    input_hash, cost_state, source, duration_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-_DURATION = 17  # duration_ms's place in an event_row()
+_DURATION = 18  # duration_ms's place in an event_row()
 _SESSION_UPSERT = """
 INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, ended_ts, events,
     tool_calls, errors, prompts, subagents)
@@ -808,6 +814,7 @@ def event_row(e: Event) -> list[Any]:
         payloads.pack(e.payload, e.session_id, e.tool_use_id, e.source_app),
         stored_input_hash(e.input_hash),
         orjson.dumps(e.cost_state).decode() if e.cost_state else None,
+        e.source,
         None,
     ]
 

@@ -71,6 +71,9 @@ TURN_END_EVENTS = frozenset({HookEvent.STOP, HookEvent.STOP_FAILURE})
 # Failure comes from the event type, never from grepping output.
 FAILURE_EVENTS = frozenset({HookEvent.POST_TOOL_USE_FAILURE, HookEvent.STOP_FAILURE})
 
+# Where an event came from: a hook, or Claude Code's own OpenTelemetry events.
+SOURCE_HOOK, SOURCE_OTEL = "hook", "otel"
+
 # A tool call's (or a failed turn's) outcome; "" for events that are not an end.
 SUCCESS, ERROR, BLOCKED = "success", "error", "blocked"
 OUTCOMES = (SUCCESS, ERROR, BLOCKED)

@@ -41,6 +41,8 @@ EVENT_COLUMNS = (
     "outcome",
     "usage",
     "payload",
+    "source",
+    "cost_state",
 )
 
 
@@ -109,6 +111,7 @@ def event_json(row: Sequence[Any]) -> dict[str, Any]:
     # The stored texts are already JSON: embed them as they are instead of parsing them.
     out["usage"] = orjson.Fragment(row[14]) if row[14] else None
     out["payload"] = orjson.Fragment(row[15])
+    out["cost_state"] = orjson.Fragment(row[17]) if row[17] else None
     return out
 
 
