@@ -27,6 +27,7 @@ from collector import __version__
 RELAY_STATES = ("ok", "delayed", "circuit_open", "disabled")
 REJECT_REASONS = (
     "malformed_json",
+    "malformed_body",  # not protobuf, JSON or gzip of the kind it says (OTLP routes)
     "invalid_event",
     "too_large",
     "unsupported_media_type",
@@ -87,6 +88,7 @@ class Metrics:
     cap_hook: LabelCap
     cap_app: LabelCap
     cap_model: LabelCap
+    cap_user: LabelCap
     cap_agent_type: LabelCap
     cap_alertname: LabelCap
     events: Counter
@@ -139,6 +141,7 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
         cap_hook=LabelCap(label_cap),  # clients may send any hook_event name
         cap_app=LabelCap(label_cap),
         cap_model=LabelCap(label_cap),
+        cap_user=LabelCap(label_cap),
         cap_agent_type=LabelCap(label_cap),
         cap_alertname=LabelCap(label_cap),
         events=Counter(
@@ -180,15 +183,16 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
         ),
         tokens=Counter(
             p + "tokens_total",
-            "Tokens used: read from transcripts live, settled on Claude Code's own totals.",
-            ["model", "type"],
+            "Tokens used: live from transcripts and Claude Code's own api_request events, "
+            "settled on its session totals (collector/accounting.py).",
+            ["model", "type", "source_app", "user"],
             registry=registry,
         ),
         cost=Counter(
             p + "cost_usd_total",
-            "Cost in USD: estimated from the price table live (cost_source=estimated), then what "
-            "Claude Code's own session total adds (cost_source=exact).",
-            ["model", "cost_source"],
+            "Cost in USD: Claude Code's own figures (cost_source=exact) where it sent them, "
+            "else estimated from the price table (collector/accounting.py).",
+            ["model", "source_app", "user", "cost_source"],
             registry=registry,
         ),
         loops=Counter(

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 CAPTURE_MODES = ("full", "metadata")
+# The `user` label and field: Claude Code's hashed user.id, or (opt-in) the signed-in e-mail.
+USER_LABELS = ("id", "email")
 SYNC_MODES = ("FULL", "NORMAL")
 INTEGRITY_MODES = ("quick", "full", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -47,6 +49,7 @@ class Settings:
     max_batch_events: int = 10_000
     body_timeout_seconds: float = 30.0
     capture: str = "full"
+    user_label: str = "id"
     prices_file: Path | None = None
     max_field_chars: int = 8192
     max_payload_bytes: int = 65_536
@@ -85,6 +88,7 @@ class Settings:
         """Self, or SettingsError naming the first variable whose value cannot be used."""
         choices = {
             "capture": CAPTURE_MODES,
+            "user_label": USER_LABELS,
             "sqlite_synchronous": SYNC_MODES,
             "integrity_check": INTEGRITY_MODES,
             "log_level": LOG_LEVELS,

@@ -28,7 +28,7 @@ from collector.accounting import SessionCost
 from collector.counting import Counted, count
 from collector.events import Event, batch_calls, input_digest
 from collector.pricing import PriceTable
-from collector.vocabulary import TOOL_END_EVENTS, HookEvent
+from collector.vocabulary import SOURCE_OTEL, TOOL_END_EVENTS, HookEvent
 
 log = logging.getLogger("collector.store")
 
@@ -102,14 +102,14 @@ def _session_costs(conn: sqlite3.Connection) -> None:
     prices = PriceTable()
     sessions = conn.execute("SELECT session_id FROM sessions WHERE tokens > 0").fetchall()
     for (sid,) in sessions:
-        cost = SessionCost({})
+        cost = SessionCost()
         for (usage,) in conn.execute(
             "SELECT usage FROM events WHERE session_id = ? AND usage IS NOT NULL", (sid,)
         ):
-            cost.add_live(orjson.loads(usage), prices)
+            cost.add_transcript(orjson.loads(usage), prices)
         conn.execute(
             "UPDATE sessions SET models = ? WHERE session_id = ?",
-            (orjson.dumps(cost.models).decode(), sid),
+            (orjson.dumps(cost.dump()).decode(), sid),
         )
 
 
@@ -645,21 +645,25 @@ class Store:
         costly = [e for e in new if e.usage or e.cost_state]
         if not costly:
             return
-        sql = "SELECT session_id, models, cost_source FROM sessions WHERE session_id IN ({})"
+        sql = "SELECT session_id, models FROM sessions WHERE session_id IN ({})"
         sessions = {
-            sid: SessionCost.load(orjson.loads(models) if models else None, source)
-            for sid, models, source in _select_in(conn, sql, {e.session_id for e in costly})
+            sid: SessionCost.load(orjson.loads(models) if models else None)
+            for sid, models in _select_in(conn, sql, {e.session_id for e in costly})
         }
         for e in costly:
             cost = sessions[e.session_id]
-            e.increments = cost.add_live(e.usage or {}, self.prices)
+            if e.source == SOURCE_OTEL:
+                e.increments = cost.add_native(e.usage or {}, e.cost_usd, e.user)
+            else:
+                e.increments = cost.add_transcript(e.usage or {}, self.prices)
             if e.cost_state:
                 e.increments += cost.settle(e.cost_state)
+            e.user = e.user or cost.user  # the session's user labels what it adds
         conn.executemany(
             "UPDATE sessions SET models = ?, cost_source = ?, tokens = ?, cost_usd = ? "
             "WHERE session_id = ?",
             [
-                (orjson.dumps(c.models).decode(), c.cost_source, c.tokens, c.cost_usd, sid)
+                (orjson.dumps(c.dump()).decode(), c.cost_source, c.tokens, c.cost_usd, sid)
                 for sid, c in sessions.items()
             ],
         )

@@ -18,6 +18,8 @@ from collector.metrics import Metrics
 from collector.vocabulary import HookEvent
 
 MAX_TRACKED_SESSIONS = 50_000
+# A session none of whose events named its user (hooks only: Claude Code's telemetry is off).
+UNKNOWN_USER = "unknown"
 
 
 @dataclass
@@ -139,12 +141,13 @@ class Tracker:
                 m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
         if e.duration_ms is not None:
             self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
+        user = m.cap_user(e.user or UNKNOWN_USER)
         for inc in e.increments or ():
             label = m.cap_model(inc.model)
             for kind, n in inc.tokens.items():
                 if n:
-                    self._child(m.tokens, label, kind).inc(n)
-            self._child(m.cost, label, inc.cost_source).inc(inc.cost_usd)
+                    self._child(m.tokens, label, kind, app, user).inc(n)
+            self._child(m.cost, label, app, user, inc.cost_source).inc(inc.cost_usd)
 
     def _loop(self, e: Event) -> None:
         """The same tool with the same input more than N times in a row, per agent of a session."""

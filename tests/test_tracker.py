@@ -93,11 +93,12 @@ def test_tokens_cost_and_session_duration(harness: Harness) -> None:
         envelope(session_id="s-c", hook_event="SessionEnd", ts=now),
     )
     m = harness.metric
-    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="input") == 1000
-    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="cache_read") == 10_000
+    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="input", source_app="shop", user="unknown") == 1000
+    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="cache_read", source_app="shop", user="unknown") == 10_000
     # opus 4.1: $15 in, $75 out per MTok; cache reads at 0.1x input.
     expected = 1000 * 15e-6 + 2000 * 75e-6 + 10_000 * 1.5e-6
-    cost = m("agentwatch_cost_usd_total", model="claude-opus-4-1", cost_source="estimated")
+    labels = {"source_app": "shop", "user": "unknown", "cost_source": "estimated"}
+    cost = m("agentwatch_cost_usd_total", model="claude-opus-4-1", **labels)
     assert abs(cost - expected) < 1e-9
     assert m("agentwatch_session_duration_seconds_count", source_app="shop") == 1
     assert m("agentwatch_session_duration_seconds_sum", source_app="shop") == 90.0
@@ -138,7 +139,9 @@ def test_claude_codes_own_totals_settle_the_session_without_counting_twice(
         envelope(session_id="s-x", hook_event="Stop", usage=live),
         envelope(session_id="s-x", hook_event="SessionEnd", cost_state=state(1500, 120, 0.01)),
     )
-    m = harness.metric
+    def m(name: str, **labels: str) -> float:
+        return harness.metric(name, source_app="shop", user="unknown", **labels)
+
     estimated = 1000 * 4e-6 + 100 * 20e-6  # opus 5.5 as Claude Code 2.1.328 prices it
     assert m("agentwatch_cost_usd_total", model=opus, cost_source="estimated") == estimated
     assert abs(m("agentwatch_cost_usd_total", model=opus, cost_source="exact") - 0.004) < 1e-12

@@ -122,9 +122,8 @@ def get_session(
     (models,) = conn.execute(
         "SELECT models FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()
-    cost = SessionCost.load(orjson.loads(models) if models else None, out["cost_source"])
+    cost = SessionCost.load(orjson.loads(models) if models else None)
     out["usage"] = cost.usage()
-    out["cost_by_model"] = {
-        m: round(float(v.get("cost_usd", 0.0)), 6) for m, v in cost.models.items()
-    }
+    out["cost_by_model"] = {m: round(usd, 6) for m, usd in cost.cost_by_model().items()}
+    out["user"] = cost.user
     return out
