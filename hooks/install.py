@@ -168,6 +168,20 @@ def plugin_manifest() -> dict[str, Any]:
     }
 
 
+def telemetry_env(url: str) -> str:
+    """The environment that sends Claude Code's own telemetry to the same collector."""
+    lines = [
+        "Claude Code's own telemetry (exact cost and tokens, live) goes to the same endpoint:",
+        "  export CLAUDE_CODE_ENABLE_TELEMETRY=1",
+        "  export OTEL_LOGS_EXPORTER=otlp OTEL_METRICS_EXPORTER=otlp",
+        "  export OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        f"  export OTEL_EXPORTER_OTLP_ENDPOINT={url.rstrip('/')}",
+    ]
+    if os.environ.get("AGENTWATCH_TOKEN"):
+        lines.append('  export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer $AGENTWATCH_TOKEN"')
+    return "\n".join(lines)
+
+
 def load(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -245,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         precompile()
     action = "removed from" if args.uninstall else "installed in"
     print(f"agentwatch hooks {action} {path}" + ("" if changed else " (already up to date)"))
+    if not args.uninstall:
+        print(telemetry_env(os.environ.get("AGENTWATCH_URL", "http://127.0.0.1:4000")))
     return 0
 
 

@@ -65,6 +65,8 @@ def test_install_merges_with_existing_settings_and_hooks(tmp_path: Path) -> None
     before = path.read_text()
     proc = install(tmp_path)
     assert proc.returncode == 0, proc.stderr
+    # ... and it says how Claude Code's own telemetry reaches the same endpoint.
+    assert "export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4000" in proc.stdout
     settings = settings_of(tmp_path)
     assert settings["model"] == "opus" and settings["permissions"] == THEIRS["permissions"]
     assert THEIRS["hooks"]["PreToolUse"][0] in settings["hooks"]["PreToolUse"]
