@@ -27,11 +27,12 @@ from collector.events import Event
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
+from collector.native.metrics import NativeMetrics
 from collector.otlp.export import RelayConfig
 from collector.otlp.relay import Relay, relay_config_from
 from collector.pricing import PriceTable
 from collector.responses import error_response
-from collector.routes import alerts, health, ingest
+from collector.routes import alerts, health, ingest, otlp
 from collector.routes import query as query_routes
 from collector.routes import stream as stream_routes
 from collector.settings import Settings
@@ -71,6 +72,8 @@ def create_app(
         hmac=HmacVerifier(settings.hmac_secret, settings.hmac_window_seconds)
         if settings.hmac_secret
         else None,
+        # Claude Code's own metrics (POST /v1/metrics): only counted until a sink exposes them.
+        native_metrics=NativeMetrics(metrics.registry, settings.label_cap, settings.user_label),
     )
     relay = Relay(store, metrics, relay_config or relay_config_from(settings))
     context.relay = relay
@@ -119,6 +122,7 @@ def create_app(
     app.state.ctx = context
     app.include_router(ingest.router)
     app.include_router(alerts.router)
+    app.include_router(otlp.router)
     app.include_router(health.build_router(context))
     app.include_router(query_routes.router)
     app.include_router(stream_routes.build_router(context))

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from collector.auth import HmacVerifier, check_token
 from collector.metrics import Metrics
+from collector.native import MetricsSink
 from collector.settings import Settings
 from collector.store import Store
 from collector.tracker import Tracker
@@ -30,6 +31,8 @@ class AppContext:
     store: Store
     metrics: Metrics
     tracker: Tracker
+    # Claude Code's own metrics (POST /v1/metrics) go here: collector/native/metrics.py.
+    native_metrics: MetricsSink
     hmac: HmacVerifier | None = None
     relay: RelayStatus | None = None
     # Set when the server starts shutting down: long-lived responses (SSE) end early instead of

@@ -19,7 +19,7 @@ from typing import Protocol
 import orjson
 
 from collector.events import Event, batch_calls
-from collector.vocabulary import BLOCKED, ERROR, TOOL_END_EVENTS, HookEvent
+from collector.vocabulary import BLOCKED, ERROR, SOURCE_HOOK, TOOL_END_EVENTS, HookEvent
 
 
 class Seen(Protocol):
@@ -38,6 +38,10 @@ class Counted:
 
 def count(e: Event, seen: Seen) -> Counted:
     hook = e.hook_event
+    # Claude Code's own events repeat what the hooks report (a failed tool_result beside its
+    # PostToolUseFailure): only hook events count.
+    if e.source != SOURCE_HOOK:
+        return Counted()
     out = Counted(prompt=hook == HookEvent.USER_PROMPT_SUBMIT, error=e.outcome == ERROR)
     if hook in TOOL_END_EVENTS:
         out.tool_calls.append((e.tool_name, e.outcome))

@@ -199,6 +199,8 @@ INSERT INTO sessions (session_id, source_app, machine_id, first_ts, last_ts, end
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (session_id) DO UPDATE SET
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+    source_app = CASE WHEN source_app = 'unknown' THEN excluded.source_app ELSE source_app END,
+    machine_id = CASE WHEN machine_id = 'unknown' THEN excluded.machine_id ELSE machine_id END,
     ended_ts = coalesce(excluded.ended_ts, ended_ts), events = events + excluded.events,
     tool_calls = tool_calls + excluded.tool_calls, errors = errors + excluded.errors,
     prompts = prompts + excluded.prompts, subagents = subagents + excluded.subagents

@@ -15,7 +15,7 @@ from typing import Any
 
 from collector.events import Event
 from collector.metrics import Metrics
-from collector.vocabulary import HookEvent
+from collector.vocabulary import SOURCE_HOOK, HookEvent
 
 MAX_TRACKED_SESSIONS = 50_000
 # A session none of whose events named its user (hooks only: Claude Code's telemetry is off).
@@ -114,6 +114,8 @@ class Tracker:
         else:
             self._sessions.move_to_end(e.session_id)
         s.last_seen = now
+        if e.source != SOURCE_HOOK:  # Claude Code's own events come while a prompt waits, too
+            return
         # payload is orjson text (no spaces), so a substring test is exact and cheap.
         is_prompt = e.hook_event == HookEvent.PERMISSION_REQUEST or (
             e.hook_event == HookEvent.NOTIFICATION
