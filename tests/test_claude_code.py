@@ -75,19 +75,21 @@ def stored(collector: Proc, session_id: str) -> list[dict[str, Any]]:
 
 
 def delivered(claude: Claude, collector: Proc, session_id: str) -> list[dict[str, Any]]:
-    """The session's stored events, once as many as the hooks Claude Code ran have arrived."""
+    """The session's stored hook events, once as many as the hooks Claude Code ran arrived."""
     ran = claude.hooks_run(session_id)
     assert ran, "Claude Code ran no hook"
     with contextlib.suppress(TimeoutError):  # the comparison after this says what is missing
         wait_until(
             lambda: len(_stored_or_none(collector, session_id)) >= len(ran), 60, "the events"
         )
-    return stored(collector, session_id)
+    return [e for e in stored(collector, session_id) if e["source"] == "hook"]
 
 
 def _stored_or_none(collector: Proc, session_id: str) -> list[dict[str, Any]]:
+    """The session's hook events stored so far (Claude Code's own events aside)."""
     r = httpx.get(f"{collector.url}/v1/sessions/{session_id}/events", params={"limit": 500})
-    return r.json()["items"] if r.status_code == 200 else []
+    items = r.json()["items"] if r.status_code == 200 else []
+    return [e for e in items if e["source"] == "hook"]
 
 
 def check(
@@ -335,3 +337,75 @@ def test_interactive_session_with_compaction(
     ]
     (end,) = [e for e in events if e["hook_event"] == "SessionEnd"]
     assert end["payload"]["reason"] == "prompt_input_exit"
+
+
+TELEMETRY = {
+    "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_LOGS_EXPORT_INTERVAL": "500",
+    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+}
+
+
+@pytest.mark.parametrize("mode", ["project"])
+def test_claude_codes_own_telemetry_makes_the_cost_exact_live(
+    mode: str, tmp_path: Path, api: FakeAnthropic, collector: Proc
+) -> None:
+    """Claude Code sends its OpenTelemetry to the same endpoint as the hooks: its api_request
+    and tool_result events join the timeline, the session's cost and tokens are its own, and
+    /metrics has cost by project and developer and its claude_code_* series."""
+    env = TELEMETRY | {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    claude = Claude(tmp_path, api.url, collector.url, mode=mode, env_extra=env)
+    bash = ToolUse("Bash", {"command": "echo hi", "description": "say hi"})
+    api.script.conversations["[[otel]]"] = [
+        Reply(tools=[bash], input=3000, output=60, cache_read=900, cache_creation=200),
+        Reply(text="Said hi.", input=3300, output=12, cache_read=1100),
+    ]
+    run = claude.headless("[[otel]] say hi", "--allowedTools", "Bash")
+    sid = run.session_id
+
+    def native() -> list[dict[str, Any]]:
+        return [e for e in stored(collector, sid) if e["source"] == "otel"]
+
+    def names() -> set[str]:
+        return {e["hook_event"] for e in native()}
+
+    wait_until(lambda: {"claude_code.api_request", "claude_code.tool_result"} <= names(), 60)
+    session = check(claude, collector, api, run)
+    requests = [e for e in native() if e["hook_event"] == "claude_code.api_request"]
+    assert len(requests) == len(api.script.served)
+    (result,) = [e for e in native() if e["hook_event"] == "claude_code.tool_result"]
+    assert result["tool_use_id"] == bash.id and result["outcome"] == "success"
+    user = requests[0]["payload"]["user.id"]
+    assert session["user"] == user
+    exact = metric(
+        collector,
+        "agentwatch_cost_usd_total",
+        model="claude-opus-5-5",
+        source_app=claude.project.name,
+        user=user,
+        cost_source="exact",
+    )
+    assert exact == pytest.approx(run.result["total_cost_usd"])
+
+    def native_cost() -> float:
+        return sum(
+            metric(collector, "claude_code_cost_usage_USD_total", **labels)
+            for labels in metric_labels(collector, "claude_code_cost_usage_USD_total")
+            if labels.get("user") == user
+        )
+
+    wait_until(lambda: native_cost() > 0, 60, "claude_code_cost_usage_USD_total")
+    assert native_cost() == pytest.approx(run.result["total_cost_usd"])
+
+
+def metric_labels(collector: Proc, name: str) -> list[dict[str, str]]:
+    text = httpx.get(collector.url + "/metrics").text
+    return [
+        s.labels
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
