@@ -24,6 +24,8 @@ _NAME = (
     r"(?i:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
     r"|credential|(?:account|storage)[_-]?key|auth[_-]?key)[A-Za-z0-9_.-]{0,40}"
 )  # the bounded tail keeps matching linear: `[..]*` backtracked over long runs (quadratic)
+# ... as a JSON key, but for a count of tokens (input_tokens, max_tokens, token_count: usage).
+_JSON_NAME = _NAME.replace("|token|", r"|token(?!s\b|_count)|")
 
 # (kind, pattern, lower-case triggers). Order matters: specific token formats first.
 _PATTERNS: list[tuple[str, str, tuple[str, ...]]] = [
@@ -61,7 +63,7 @@ _PATTERNS: list[tuple[str, str, tuple[str, ...]]] = [
     # scheme://user:password@host keeps the user and the host.
     ("url_password", r"(?<=://)(?:[^/\s:@\"\\]+):[^@\s\"\\/]+(?=@)", ("://",)),
     # "password": "value" as a key of the JSON text itself.
-    ("json_secret", _NAME + r"\"\s*:\s*\"(?:[^\"\\]|\\.)+(?=\")", _NAME_WORDS),
+    ("json_secret", _JSON_NAME + r"\"\s*:\s*\"(?:[^\"\\]|\\.)+(?=\")", _NAME_WORDS),
     # NAME=value, NAME: value (commands, env files, logs; quotes may be JSON-escaped).
     (
         "assignment",

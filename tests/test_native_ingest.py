@@ -275,7 +275,9 @@ def test_values_are_read_tolerantly(harness: Harness) -> None:
     ).SerializeToString()
     assert post(harness, "/v1/logs", body).status_code == 200
     events = {e["payload"]["event.sequence"]: e for e in timeline(harness, "s-native-1")}
-    api = events["7"]
+    api = events[7]  # stored as the number it is
+    # Counts are numbers in the stored payload, never mistaken for a secret named "token".
+    assert (api["payload"]["input_tokens"], api["payload"]["cost_usd"]) == (1000, 0.25)
     assert api["ts"] == iso_ms(t0)
     assert api["usage"] == {"claude-opus-5-5": {"input": 1000, "output": 50, "cache_read": 100}}
     assert harness.client.get("/v1/sessions/s-native-1").json()["cost_usd"] == 0.25

@@ -113,7 +113,7 @@ def _event(
     else:
         raise InvalidEvent("neither a string body nor an event.name attribute names the event")
     name = name or hook_event.removeprefix(PREFIX)
-    payload = dict(attrs)
+    payload = {k: _numeric(k, v) for k, v in attrs.items()}
     payload["event.name"] = name
     version = _text(resource.get("service.version"))
     if version:
@@ -139,6 +139,23 @@ def _event(
         cost_usd=cost,
         user=_user(attrs, settings),
     )
+
+
+# Attributes that are counts, sizes, times or money, which Claude Code sends as strings: stored
+# as numbers, so they read as numbers (and "input_tokens": "1200" is no "token" to redact).
+_NUMERIC_SUFFIXES = ("_tokens", "_ms", "_bytes", "_length", "_usd", "_micros", ".sequence")
+_NUMERIC_NAMES = frozenset({"attempt", "status_code"})
+
+
+def _numeric(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or not (
+        key.endswith(_NUMERIC_SUFFIXES) or key.startswith("num_") or key in _NUMERIC_NAMES
+    ):
+        return value
+    number = _number(value)
+    if number is None:
+        return value
+    return int(number) if number.is_integer() and "." not in value else number
 
 
 # -- attribute values --------------------------------------------------------------------------
