@@ -93,8 +93,26 @@ def test_tokens_cost_and_session_duration(harness: Harness) -> None:
         envelope(session_id="s-c", hook_event="SessionEnd", ts=now),
     )
     m = harness.metric
-    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="input", source_app="shop", user="unknown") == 1000
-    assert m("agentwatch_tokens_total", model="claude-opus-4-1", type="cache_read", source_app="shop", user="unknown") == 10_000
+    assert (
+        m(
+            "agentwatch_tokens_total",
+            model="claude-opus-4-1",
+            type="input",
+            source_app="shop",
+            user="unknown",
+        )
+        == 1000
+    )
+    assert (
+        m(
+            "agentwatch_tokens_total",
+            model="claude-opus-4-1",
+            type="cache_read",
+            source_app="shop",
+            user="unknown",
+        )
+        == 10_000
+    )
     # opus 4.1: $15 in, $75 out per MTok; cache reads at 0.1x input.
     expected = 1000 * 15e-6 + 2000 * 75e-6 + 10_000 * 1.5e-6
     labels = {"source_app": "shop", "user": "unknown", "cost_source": "estimated"}
@@ -139,6 +157,7 @@ def test_claude_codes_own_totals_settle_the_session_without_counting_twice(
         envelope(session_id="s-x", hook_event="Stop", usage=live),
         envelope(session_id="s-x", hook_event="SessionEnd", cost_state=state(1500, 120, 0.01)),
     )
+
     def m(name: str, **labels: str) -> float:
         return harness.metric(name, source_app="shop", user="unknown", **labels)
 
