@@ -17,6 +17,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.native.events import PREFIX as NATIVE_PREFIX
+from collector.vocabulary import HOOKED_EVENTS, HookEvent
 from tests.support.procs import REPO, require_binary, start_collector
 
 ALERTS = REPO / "alerts"
@@ -79,11 +81,12 @@ def alert_names() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The agentwatch_* series an expression reads; recording-rule names (with ':') skipped."""
+    """The agentwatch_* and claude_code_* series an expression reads (both are exposed by the
+    collector); recording-rule names (with ':') skipped."""
     return {
         token
         for token in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr)
-        if token.startswith("agentwatch_") and ":" not in token
+        if token.startswith(("agentwatch_", "claude_code_")) and ":" not in token
     }
 
 
@@ -350,13 +353,53 @@ def scraped_sample_names(url: str) -> set[str]:
 
 @pytest.mark.e2e
 def test_every_metric_the_rules_read_is_exposed_by_the_collector(tmp_path: Path) -> None:
+    """Hook events and a real Claude Code's own metrics (its OTLP export requests, recorded in
+    tests/fixtures/otel) go to the collector; every series a rule reads is on its /metrics."""
     used = {m for a in rule_groups() for r in a[1]["rules"] for m in metric_names(r["expr"])}
     assert "agentwatch_tool_calls_total" in used and "agentwatch_agent_loops_total" in used
+    assert "claude_code_active_time_seconds_total" in used
     proc = start_collector(tmp_path)
     try:
         post_events(proc.url, agent_session(loop_calls=7))
+        for body in sorted((REPO / "tests" / "fixtures" / "otel").glob("metrics-session-*.pb")):
+            r = httpx.post(
+                proc.url + "/v1/metrics",
+                content=body.read_bytes(),
+                headers={"content-type": "application/x-protobuf"},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
         exposed = scraped_sample_names(proc.url)
     finally:
         proc.stop()
     missing = sorted(used - exposed)
     assert not missing, f"rules read metrics the collector does not expose: {missing}"
+
+
+def test_hook_events_and_claude_codes_own_events_are_told_apart_as_the_collector_names_them() -> (
+    None
+):
+    """AgentwatchHookEventsMissing splits agentwatch_events_total by hook_event: Claude Code's own
+    events ("claude_code.<name>", collector/native) against every hook event, AlertNotification
+    (Alertmanager's, stored by the collector) in neither."""
+    rules = {r["record"]: r["expr"] for _, g in rule_groups() for r in g["rules"] if "record" in r}
+
+    def selectors(record: str) -> set[tuple[str, str]]:
+        return set(re.findall(r'hook_event(=~|!~)"([^"]+)"', rules[record]))
+
+    (native,) = selectors("agentwatch:claude_code_events:increase15m")
+    (hooks,) = selectors("agentwatch:hook_events:increase15m")
+
+    def matches(selector: tuple[str, str], value: str) -> bool:
+        op, regex = selector
+        # PromQL strings unescape like Go's; regex matchers are anchored.
+        found = re.fullmatch(regex.encode().decode("unicode_escape"), value) is not None
+        return found if op == "=~" else not found
+
+    claude_code = [NATIVE_PREFIX + name for name in ("api_request", "tool_result", "api_error")]
+    for event in HOOKED_EVENTS:
+        assert matches(hooks, event) and not matches(native, event), event
+    for event in claude_code:
+        assert matches(native, event) and not matches(hooks, event), event
+    alert = HookEvent.ALERT_NOTIFICATION
+    assert not matches(hooks, alert) and not matches(native, alert)

@@ -18,11 +18,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
+from prometheus_client.parser import text_string_to_metric_families
+
+from demo.replay import replay
+from tests.support.otlp_receiver import GrpcReceiver
+from tests.support.procs import start_collector, wait_until
+from tests.test_runbooks import queries as runbook_queries
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
@@ -47,6 +54,7 @@ TOOLS = REPO / "tools"
 # variables (allValue ".*"), empty filters, and fixed intervals for the built-in ones.
 VARIABLE_VALUES = {
     "source_app": ".*",
+    "user": ".*",
     "model": ".*",
     "tool": ".*",
     "native_model": ".*",
@@ -60,7 +68,13 @@ VARIABLE_VALUES = {
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 
 # The Loki contract (shared with the relay and the otel-collector config): the only index label,
-# and the structured metadata each service's records carry. Queries may use nothing else.
+# and the structured metadata the records carry. Every event reaches Loki through the collector's
+# relay (collector/otlp/logs.py), Claude Code's own as well as the hooks': Claude Code sends its
+# OTLP to the collector, so its api_request, api_error, tool_result, ... events are
+# {service_name="agentwatch"} records with agentwatch_hook_event="claude_code.<name>", and carry
+# the relay's attributes (dots made underscores), not Claude Code's (no event_name, cost_usd,
+# duration_ms). test_loki_fields_and_values_are_what_the_relay_sends checks this list against the
+# real relay. Queries may use nothing else.
 STREAM_LABELS = {"service_name"}
 AGENTWATCH_FIELDS = {
     "gen_ai_conversation_id",
@@ -69,37 +83,21 @@ AGENTWATCH_FIELDS = {
     "gen_ai_tool_name",
     "gen_ai_tool_call_id",
     "gen_ai_request_model",
+    "gen_ai_usage_input_tokens",
+    "gen_ai_usage_output_tokens",
+    "gen_ai_usage_cache_read_input_tokens",
+    "gen_ai_usage_cache_creation_input_tokens",
     "agentwatch_hook_event",
     "agentwatch_source_app",
     "agentwatch_outcome",
     "agentwatch_event_id",
     "agentwatch_error",
     "agentwatch_detail",
-    "trace_id",
-    "span_id",
-    "severity_text",
 }
-# Claude Code's native events (claude_code.api_request, .api_error, .tool_result, ...): their
-# event name plus the attributes Claude Code documents for them.
-CLAUDE_CODE_FIELDS = {
-    "event_name",
-    "model",
-    "cost_usd",
-    "duration_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "tool_name",
-    "success",
-    "error",
-    "status_code",
-    "attempt",
-    "decision",
-    "source",
-    "severity_text",
-}
-FIELDS_BY_SERVICE = {"agentwatch": AGENTWATCH_FIELDS, "claude-code": CLAUDE_CODE_FIELDS}
+# What Loki adds to every record: its trace context and severity, and the label a pipeline
+# stage sets when it fails (`| unwrap x | __error__=""` drops those samples).
+RECORD_FIELDS = {"trace_id", "span_id", "severity_text", "__error__"}
+FIELDS_BY_SERVICE = {"agentwatch": AGENTWATCH_FIELDS | RECORD_FIELDS}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -330,7 +328,11 @@ def test_logql_parses_and_uses_only_contract_labels() -> None:
             problems.append(f"{where}: stream labels {result['stream_labels']} not indexed by Loki")
         services = set(re.findall(r'service_name="([^"]+)"', result["expr"]))
         assert len(services) == 1, f"{where}: select exactly one service_name"
-        allowed = FIELDS_BY_SERVICE[services.pop()]
+        service = services.pop()
+        if service not in FIELDS_BY_SERVICE:
+            problems.append(f"{where}: nothing sends service_name={service!r} to Loki")
+            continue
+        allowed = FIELDS_BY_SERVICE[service]
         unknown = set(result["fields"]) - allowed - STREAM_LABELS
         if unknown:
             problems.append(f"{where}: fields {sorted(unknown)} are not produced for this service")
@@ -344,3 +346,84 @@ def test_logql_checker_reports_errors_and_fields() -> None:
     )
     assert not bad["ok"] and bad["errors"]
     assert good["ok"] and good["stream_labels"] == ["a"] and {"c", "e"} <= set(good["fields"])
+
+
+# -- the Loki contract against the real relay -------------------------------------------------
+
+OTEL_FIXTURES = REPO / "tests" / "fixtures" / "otel"
+# `| field="value"` filters whose value the recorded sessions do not produce, and why they are
+# right all the same.
+VALUES_NOT_IN_FIXTURES = {
+    ("agentwatch_hook_event", "claude_code.api_error"): (
+        "the recorded Claude Code session had no failed API call; the relay names every native "
+        "event claude_code.<event.name>, as claude_code.api_request and claude_code.tool_result"
+    ),
+}
+EQUALS = re.compile(r'\|\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"([^"]*)"')
+
+
+def loki_name(key: str) -> str:
+    """An OTLP attribute key as Loki names the structured metadata (dots become underscores)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", key)
+
+
+def logql_queries() -> list[tuple[str, str]]:
+    """(where, LogQL) of every dashboard target and every runbook's Diagnosis."""
+    found = [(f"{f} / {title}", substitute(t["expr"])) for f, title, t in LOKI_TARGETS]
+    return found + [(f"runbooks/{name}.md", q) for name, q in runbook_queries()[1]]
+
+
+@pytest.mark.e2e
+def test_loki_fields_and_values_are_what_the_relay_sends(tmp_path: Path) -> None:
+    """The recorded demo session (hooks) and a real Claude Code's own log events (OTLP, the
+    fixture) go through the real collector, whose relay exports them to an OTLP receiver: the
+    contract's fields are exactly the attributes of those records, and every `| field="value"`
+    filter of a dashboard or runbook matches some record (event_name="claude_code.api_request"
+    matched nothing: Loki never sees Claude Code's own attributes)."""
+    receiver = GrpcReceiver().start()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    proc = start_collector(tmp_path, env)
+    try:
+        counts = replay(proc.url, quiet=True)
+        assert counts.pop("__undelivered_spool_files") == 0, proc.logs()
+        resp = httpx.post(
+            proc.url + "/v1/logs",
+            content=(OTEL_FIXTURES / "logs.binpb").read_bytes(),
+            headers={"content-type": "application/x-protobuf"},
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
+
+        def stored() -> float:
+            text = httpx.get(proc.url + "/metrics", timeout=5).text
+            return sum(
+                s.value
+                for fam in text_string_to_metric_families(text)
+                for s in fam.samples
+                if s.name == "agentwatch_events_total"
+            )
+
+        total = stored()
+        wait_until(lambda: len(receiver.rec.logs) >= total, 30, f"{total:.0f} events relayed")
+    finally:
+        proc.stop()
+        receiver.stop()
+
+    values: dict[str, set[str]] = {}
+    for record in receiver.rec.logs:
+        for key, value in record["attributes"].items():
+            values.setdefault(loki_name(key), set()).add(str(value))
+    assert {"claude_code.api_request", "PostToolUse"} <= values["agentwatch_hook_event"]
+    assert set(values) == AGENTWATCH_FIELDS, (
+        "the relay's attributes changed: update AGENTWATCH_FIELDS (the Loki contract) and the "
+        f"queries; relay-only {sorted(set(values) - AGENTWATCH_FIELDS)}, "
+        f"contract-only {sorted(AGENTWATCH_FIELDS - set(values))}"
+    )
+    problems = []
+    for where, expr in logql_queries():
+        for field, value in EQUALS.findall(expr):
+            if field in RECORD_FIELDS | STREAM_LABELS or value in values.get(field, set()):
+                continue
+            if (field, value) not in VALUES_NOT_IN_FIXTURES:
+                problems.append(f'{where}: {field}="{value}" matches no relayed event')
+    assert not problems, "\n".join(problems)

@@ -1,101 +1,72 @@
 """Every PromQL target of every dashboard, run against Debian's Prometheus with real data.
 
-The demo session goes through the real hook script into a real collector; Prometheus scrapes the
-collector with the repo's own job config (tests/support/promconfig.py). Claude Code's native
-metrics come from a small exposition endpoint serving series in the otel-collector Prometheus
-exporter's naming, scraped as job otel-collector. Each query must succeed and return data, and
-each variable's label_values() must offer values.
+The demo session goes through the real hook script into a real collector, and a real Claude
+Code's own telemetry goes to the same collector the way Claude Code sends it: its OTLP log events
+(tests/fixtures/otel/logs.binpb: api_request events with its exact cost) to /v1/logs, its OTLP
+metrics (tests/fixtures/otel/metrics-session-*.pb: two sessions) to /v1/metrics, which the
+collector exposes as claude_code_*. Prometheus scrapes the collector with the repo's own job
+config (tests/support/promconfig.py): there is no other source of claude_code_* series.
+
+Each query must succeed and return data, and the data must not be all zero or NaN: a panel that
+can only show 0 where the session had something to show is as broken as an empty one (a counter
+series born at its first increment, which increase() alone never sees, looks just like that).
+The few targets whose data may really be 0 here are listed in EXPECTED_ZERO with the reason.
+Each variable's label_values() must offer values.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 
 from demo.replay import HOOK, RECORDING, load, replay
-from tests.support.procs import free_port, start_collector, start_prometheus, wait_until
+from tests.support.otlp_receiver import GrpcReceiver
+from tests.support.procs import start_collector, start_prometheus, wait_until
 from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config
 from tests.test_dashboards import DASHBOARDS, all_panels, substitute
 from tests.test_dashboards import load as load_dashboard
 
 SCRAPE = "1s"
+FIXTURES = Path(__file__).parent / "fixtures" / "otel"
+METRICS = sorted(FIXTURES.glob("metrics-session-*.pb"))
+PROTOBUF = {"content-type": "application/x-protobuf"}
 
-
-def native_exposition(n: int) -> str:
-    """Claude Code's metrics as the otel-collector's Prometheus exporter names them; they grow
-    with every scrape so rate() and increase() have something to show."""
-    model = {"model": "claude-sonnet-4-5-20250929"}
-    families: dict[str, list[tuple[dict[str, str], float]]] = {
-        "claude_code_cost_usage_USD_total": [(model, 0.05 * n)],
-        "claude_code_token_usage_tokens_total": [
-            ({**model, "type": kind}, per * n)
-            for kind, per in (
-                ("input", 120),
-                ("output", 800),
-                ("cacheRead", 9000),
-                ("cacheCreation", 700),
-            )
-        ],
-        "claude_code_session_count_total": [({}, 1 + n // 10)],
-        "claude_code_lines_of_code_count_total": [
-            ({"type": "added"}, 12 * n),
-            ({"type": "removed"}, 4 * n),
-        ],
-        "claude_code_commit_count_total": [({}, n // 3)],
-        "claude_code_pull_request_count_total": [({}, n // 5)],
-        "claude_code_code_edit_tool_decision_total": [
-            ({"tool_name": "Edit", "decision": "accept", "language": "TypeScript"}, 2 * n),
-            ({"tool_name": "Write", "decision": "reject", "language": "Python"}, n // 2),
-        ],
-        "claude_code_active_time_seconds_total": [
-            ({"type": "cli"}, 3.5 * n),
-            ({"type": "user"}, 1.5 * n),
-        ],
-    }
-    lines = []
-    for name, samples in families.items():
-        lines.append(f"# TYPE {name} counter")
-        for labels, value in samples:
-            common = {"service_name": "claude-code", **labels}
-            rendered = ",".join(f'{k}="{v}"' for k, v in common.items())
-            lines.append(f"{name}{{{rendered}}} {value}")
-    return "\n".join(lines) + "\n"
-
-
-class _Native(BaseHTTPRequestHandler):
-    scrapes = 0
-
-    def do_GET(self) -> None:
-        type(self).scrapes += 1
-        body = native_exposition(type(self).scrapes).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
-        pass
-
-
-@pytest.fixture
-def native_target() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Native)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+# (dashboard, panel title, refId) -> why its data may be all 0 after the demo and the recorded
+# Claude Code sessions. Anything else that is all 0 or NaN fails.
+EXPECTED_ZERO = {
+    ("agentwatch-health.json", "Hook spool drops", "A"): "every hook delivered its events",
+    ("agentwatch-health.json", "Rejected and duplicate events / s", "A"): "nothing was refused",
+    ("agentwatch-health.json", "Store queue", "A"): "the writer keeps up: the queue drains",
+    ("agentwatch-health.json", "Store write time and errors", "B"): "no store write failed",
+    ("agentwatch-health.json", "Relay exported / failed per s", "B"): "the receiver took all",
+    ("agentwatch-health.json", "Relay backlog", "A"): "the relay keeps up with the demo",
+    ("agentwatch-health.json", "Relay lag", "A"): "the relay keeps up with the demo",
+    ("agentwatch-overview.json", "Firing alerts", "A"): "no rules are loaded here",
+    ("agentwatch-overview.json", "Waiting for input", "A"): (
+        "the demo's permission prompt is answered long before the collector's wait threshold"
+    ),
+    ("agentwatch-overview.json", "Loops and waiting for input", "B"): (
+        "the demo's permission prompt is answered long before the collector's wait threshold"
+    ),
+    ("claude-code-telemetry.json", "Commits", "A"): (
+        "the recorded Claude Code sessions made no commit (Claude Code sends "
+        "claude_code.commit.count only when it commits)"
+    ),
+    ("claude-code-telemetry.json", "Pull requests", "A"): (
+        "the recorded Claude Code sessions opened no pull request"
+    ),
+}
 
 
 def query(prom: str, expr: str, instant: bool) -> list[Any]:
@@ -114,6 +85,16 @@ def query(prom: str, expr: str, instant: bool) -> list[Any]:
 def scalar(prom: str, expr: str) -> float | None:
     result = query(prom, expr, instant=True)
     return float(result[0]["value"][1]) if result else None
+
+
+def only_zero_or_nan(result: list[Any]) -> bool:
+    """True when no sample of the query's result is a real, non-zero number."""
+    values = [
+        float(v)
+        for series in result
+        for _, v in (series["values"] if "values" in series else [series["value"]])
+    ]
+    return all(math.isnan(v) or v == 0 for v in values)
 
 
 def alertmanager_notification() -> dict[str, Any]:
@@ -141,16 +122,75 @@ def alertmanager_notification() -> dict[str, Any]:
     }
 
 
+def claude_code_logs() -> list[bytes]:
+    """The recorded Claude Code session's log events as two export requests, split between its
+    two api_request events (Claude Code exports its events in batches every few seconds): so the
+    session's exact cost is seen rising, not only born."""
+    request = ExportLogsServiceRequest.FromString((FIXTURES / "logs.binpb").read_bytes())
+    (resource,) = request.resource_logs
+    (scope,) = resource.scope_logs
+    records = list(scope.log_records)
+    api = [i for i, r in enumerate(records) if r.body.string_value == "claude_code.api_request"]
+    assert len(api) >= 2, "the fixture has two api_request events"
+    halves = []
+    for part in (records[: api[1]], records[api[1] :]):
+        half = ExportLogsServiceRequest()
+        rl = half.resource_logs.add()
+        rl.resource.CopyFrom(resource.resource)
+        sl = rl.scope_logs.add()
+        sl.scope.CopyFrom(scope.scope)
+        sl.log_records.extend(part)
+        halves.append(half.SerializeToString())
+    return halves
+
+
+def claude_code_metrics(replayed: bool) -> list[bytes]:
+    """The recorded sessions' metric export requests, as Claude Code posted them; `replayed`
+    sends them again as two later sessions of the same user (new session ids): delta points of
+    new streams that add to the same claude_code_* series (the collector drops session.id)."""
+    bodies = []
+    for path in METRICS:
+        if not replayed:
+            bodies.append(path.read_bytes())
+            continue
+        request = ExportMetricsServiceRequest.FromString(path.read_bytes())
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points:
+                        for kv in point.attributes:
+                            if kv.key == "session.id":
+                                kv.value.string_value = str(
+                                    uuid.uuid5(uuid.NAMESPACE_URL, kv.value.string_value)
+                                )
+        bodies.append(request.SerializeToString())
+    return bodies
+
+
+def post(url: str, path: str, body: bytes) -> None:
+    resp = httpx.post(url + path, content=body, headers=PROTOBUF, timeout=10)
+    assert resp.status_code == 200, f"{path}: {resp.status_code} {resp.text}"
+
+
+def native_cost(prom: str) -> float:
+    return scalar(prom, "sum(claude_code_cost_usage_USD_total)") or 0.0
+
+
 @pytest.mark.e2e
-def test_every_promql_target_returns_data(tmp_path: Path, native_target: int) -> None:
+def test_every_promql_target_returns_data(tmp_path: Path) -> None:
     assert HOOK.exists(), "hooks/agentwatch_hook.py is missing"
-    collector = start_collector(tmp_path / "collector")
+    assert len(METRICS) >= 2, "the recorded Claude Code metric exports are missing"
+    # The relay on, to a real OTLP receiver: the relay panels have exports to show.
+    receiver = GrpcReceiver().start()
+    relay = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    collector = start_collector(tmp_path / "collector", relay)
     config = derive_config(
         REPO_PROMETHEUS_YML.read_text(),
-        {
-            "agentwatch-collector": f"127.0.0.1:{collector.port}",
-            "otel-collector": f"127.0.0.1:{native_target}",
-        },
+        {"agentwatch-collector": f"127.0.0.1:{collector.port}"},
         alertmanager=None,
         rule_files=[],
         scrape_interval=SCRAPE,
@@ -168,6 +208,32 @@ def test_every_promql_target_returns_data(tmp_path: Path, native_target: int) ->
             f"{collector.url}/v1/alerts", json=alertmanager_notification(), timeout=10
         )
         assert resp.status_code < 300, resp.text
+
+        # Claude Code's own telemetry, in two rounds with a scrape between them: series are
+        # born in the first and rise in the second.
+        first_logs, second_logs = claude_code_logs()
+        post(collector.url, "/v1/logs", first_logs)
+        for body in claude_code_metrics(replayed=False):
+            post(collector.url, "/v1/metrics", body)
+        wait_until(lambda: native_cost(prom.url) > 0, 30, "Claude Code's metrics scraped")
+        wait_until(
+            lambda: (
+                scalar(prom.url, 'sum(agentwatch_cost_usd_total{cost_source="exact"})') is not None
+            ),
+            30,
+            "Claude Code's exact cost scraped",
+        )
+        once = native_cost(prom.url)
+        post(collector.url, "/v1/logs", second_logs)
+        # A retried export (its answer lost on the way back): stored once, counted as duplicates.
+        post(collector.url, "/v1/logs", second_logs)
+        for body in claude_code_metrics(replayed=True):
+            post(collector.url, "/v1/metrics", body)
+        wait_until(
+            lambda: native_cost(prom.url) == pytest.approx(2 * once),
+            30,
+            "the replayed sessions scraped (twice the cost, one set of series)",
+        )
 
         finished = sum(
             1
@@ -203,6 +269,7 @@ def test_every_promql_target_returns_data(tmp_path: Path, native_target: int) ->
         )
 
         problems = []
+        targets = set()
         checked = 0
         for path in DASHBOARDS:
             dashboard = load_dashboard(path)
@@ -211,14 +278,19 @@ def test_every_promql_target_returns_data(tmp_path: Path, native_target: int) ->
                     if target["datasource"]["type"] != "prometheus":
                         continue
                     expr = substitute(target["expr"])
+                    where = f"{path.name} / {panel['title']} / {target['refId']}"
+                    key = (path.name, panel["title"], target["refId"])
+                    targets.add(key)
                     checked += 1
                     try:
                         result = query(prom.url, expr, instant=bool(target.get("instant")))
                     except AssertionError as exc:
-                        problems.append(f"{path.name} / {panel['title']}: {exc}")
+                        problems.append(f"{where}: {exc}")
                         continue
                     if not result:
-                        problems.append(f"{path.name} / {panel['title']}: no data for {expr}")
+                        problems.append(f"{where}: no data for {expr}")
+                    elif only_zero_or_nan(result) and key not in EXPECTED_ZERO:
+                        problems.append(f"{where}: only 0 or NaN for {expr}")
             for variable in dashboard["templating"]["list"]:
                 if variable["type"] != "query":
                     continue
@@ -233,7 +305,13 @@ def test_every_promql_target_returns_data(tmp_path: Path, native_target: int) ->
                 if not values:
                     problems.append(f"{path.name}: ${variable['name']} offers no values")
         assert checked > 50
+        stale = sorted(set(EXPECTED_ZERO) - targets)
+        assert not stale, f"EXPECTED_ZERO names targets that are gone: {stale}"
         assert not problems, "\n".join(problems)
+        # Claude Code's metrics come from the collector's job only: nothing counts them twice.
+        jobs = query(prom.url, "count by (job) (claude_code_cost_usage_USD_total)", instant=True)
+        assert [r["metric"]["job"] for r in jobs] == ["agentwatch-collector"]
     finally:
         prom.stop()
         collector.stop()
+        receiver.stop()

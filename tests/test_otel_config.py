@@ -1,6 +1,7 @@
 """otel-collector/config.yaml, loki/config.yaml and tempo/config.yaml against each other and the
 compose stack: pipelines use defined components, every endpoint is a port some compose service
-serves, and the metrics pipeline turns Claude Code's delta counters into cumulative ones."""
+serves, and no metrics leave the otel-collector (Claude Code's metrics reach Prometheus through the
+collector's /metrics only: a second path would count them twice)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_pipelines_use_only_defined_components_and_every_component_is_used(
     for section in SECTIONS:
         unused = set(otel.get(section) or {}) - used[section]
         assert not unused, f"{section} defined but unused: {unused}"
-    assert set(pipelines(otel)) == {"metrics", "logs", "traces"}
+    assert set(pipelines(otel)) == {"logs", "traces"}
 
 
 def test_every_pipeline_starts_with_memory_limiter_and_ends_with_batch(
@@ -87,13 +88,14 @@ def test_every_pipeline_starts_with_memory_limiter_and_ends_with_batch(
         assert processors[-1] == "batch", name
 
 
-def test_metrics_become_cumulative_before_the_prometheus_exporter(otel: dict[str, Any]) -> None:
-    metrics = pipelines(otel)["metrics"]
-    processors = metrics["processors"]
-    assert "deltatocumulative" in processors
-    assert processors.index("memory_limiter") < processors.index("deltatocumulative")
-    assert processors.index("deltatocumulative") < processors.index("batch")
-    assert metrics["exporters"] == ["prometheus"]
+def test_no_second_path_for_claude_code_metrics(otel: dict[str, Any]) -> None:
+    """Claude Code sends its OTLP to the collector, which exposes claude_code_* on its own
+    /metrics (job agentwatch-collector). A metrics pipeline or a Prometheus exporter here would
+    be a second copy of the same figures: sum() over both jobs would double every cost."""
+    assert not any(name.split("/")[0] == "metrics" for name in pipelines(otel))
+    kinds = {name.split("/")[0] for name in otel["exporters"]}
+    assert not kinds & {"prometheus", "prometheusremotewrite"}, kinds
+    assert "deltatocumulative" not in (otel.get("processors") or {})
     assert pipelines(otel)["logs"]["exporters"] == ["otlphttp/loki"]
     assert pipelines(otel)["traces"]["exporters"] == ["otlp/tempo"]
 
@@ -108,11 +110,7 @@ def test_health_check_extension_and_debug_exporter_only_commented(otel: dict[str
 
 
 def exporter_endpoints(otel: dict[str, Any]) -> dict[str, str]:
-    return {
-        name: cfg["endpoint"]
-        for name, cfg in otel["exporters"].items()
-        if name != "prometheus"  # served by the collector itself, checked below
-    }
+    return {name: cfg["endpoint"] for name, cfg in otel["exporters"].items()}
 
 
 def listen_endpoints(otel: dict[str, Any]) -> list[str]:
@@ -123,7 +121,6 @@ def listen_endpoints(otel: dict[str, Any]) -> list[str]:
         protocols["grpc"]["endpoint"],
         protocols["http"]["endpoint"],
         otel["extensions"]["health_check"]["endpoint"],
-        otel["exporters"]["prometheus"]["endpoint"],
         f"{prom['host']}:{prom['port']}",
     ]
 
@@ -154,7 +151,8 @@ def test_the_collector_listens_on_the_ports_compose_gives_it(
         host, port = host_port(endpoint)
         assert host == "0.0.0.0", f"{endpoint}: unreachable from other containers"
         assert port in ports, f"compose does not publish or expose {port}"
-    assert {4317, 4318, 13133, 8888, 8889} <= ports
+    assert {4317, 4318, 13133, 8888} <= ports
+    assert 8889 not in ports, "no Prometheus exporter of Claude Code's metrics any more"
 
 
 def test_the_collector_relay_points_at_the_otel_collector(stack: dict[str, Any]) -> None:

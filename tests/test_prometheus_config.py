@@ -24,10 +24,11 @@ from tests.support.procs import (
 from tests.support.promconfig import REPO_ALERTS_DIR, REPO_PROMETHEUS_YML, derive_config
 from tests.support.stack import REPO, host_path, resolved_config, served_ports
 
+# Claude Code's own metrics (claude_code_*) come from the collector's job: the otel-collector's
+# job scrapes only its own telemetry (8888), never a Prometheus exporter of Claude Code's metrics.
 JOBS = {
     "agentwatch-collector": "collector:4000",
-    "otel-collector": "otel-collector:8889",
-    "otel-collector-internal": "otel-collector:8888",
+    "otel-collector": "otel-collector:8888",
     "prometheus": "localhost:9090",
     "alertmanager": "alertmanager:9093",
     "loki": "loki:3100",
