@@ -344,6 +344,7 @@ def from_envelope(env: Any, received_at: int, settings: Settings) -> Event:
         dropped,
     )
     event.cost_state = _cost_state(env.get("cost_state"))
+    event.user = _opt_str(env, "user")
     return event
 
 

@@ -644,7 +644,7 @@ class Store:
     def _account(self, conn: sqlite3.Connection, new: list[Event]) -> None:
         """Tokens and cost: each session's figures move on, and each event learns what it adds
         to the counters (collector/accounting.py)."""
-        costly = [e for e in new if e.usage or e.cost_state]
+        costly = [e for e in new if e.usage or e.cost_state or e.user]
         if not costly:
             return
         sql = "SELECT session_id, models FROM sessions WHERE session_id IN ({})"
@@ -654,6 +654,8 @@ class Store:
         }
         for e in costly:
             cost = sessions[e.session_id]
+            if e.user and (e.source == SOURCE_OTEL or cost.user is None):
+                cost.user = e.user  # Claude Code's own events name it as the operator chose
             if e.source == SOURCE_OTEL:
                 e.increments = cost.add_native(e.usage or {}, e.cost_usd, e.user)
             else:

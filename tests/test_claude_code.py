@@ -144,6 +144,7 @@ def check_session(
     assert session["usage"] == own[0] == api.script.usage_by_model()
     assert session["cost_usd"] == round(own[1], 6) > 0
     assert session["cost_source"] == "exact"
+    assert session["user"] == claude.user_id()  # the hook read it at SessionStart
     # The project, not wherever the agent cd'ed to.
     assert {e["source_app"] for e in events} == {claude.project.name}
     # No secret the stand-in put in a tool's input or output was stored.
@@ -387,8 +388,8 @@ def test_claude_codes_own_telemetry_makes_the_cost_exact_live(
             collector,
             "agentwatch_cost_usd_total",
             model="claude-opus-5-5",
-            source_app=claude.project.name,
-            user=user,
+            source_app=claude.project.name,  # its own project
+            user=user,  # every increment: the hook named the user at SessionStart
             cost_source=source,
         )
         for source in ("exact", "estimated")

@@ -314,3 +314,20 @@ def test_sigterm_while_the_hook_runs_does_not_lose_the_event(tmp_path: Path) -> 
     out, err = proc.communicate(json.dumps(payload).encode(), timeout=30)
     assert (proc.returncode, out, err) == (0, b"", b"")
     assert [e["hook_event"] for e in spooled(spool)] == ["SessionEnd"]
+
+
+def test_session_start_names_claude_codes_own_user(tmp_path: Path) -> None:
+    """The hook reads Claude Code's userID (its telemetry's user.id) once, at SessionStart, so a
+    session's tokens and cost belong to that user whichever source counts them."""
+    user = "ab12" * 16
+    config = tmp_path / "claude-config"
+    config.mkdir()
+    (config / ".claude.json").write_text(json.dumps({"numStartups": 3, "userID": user}))
+    spool = tmp_path / "spool"
+    env = hook_env(spool, "http://127.0.0.1:9", CLAUDE_CONFIG_DIR=str(config))
+    start, prompt = fixtures(tmp_path)[:2]
+    run_all([start, prompt], env)
+    assert [e.get("user") for e in spooled(spool)] == [user, user]  # its start, each prompt
+    (config / ".claude.json").write_text('{"userID": "not hex; rm -rf"}')  # not an id: none
+    run_all([start], env)
+    assert "user" not in spooled(spool)[-1]

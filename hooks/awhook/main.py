@@ -13,7 +13,7 @@ from .spool import Spool, try_lock
 
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Mapping, Optional
 
     from .transcript import Usage
 
@@ -79,6 +79,10 @@ def build_envelope(
         cost_state = _cost_state(payload)
         if cost_state:
             envelope["cost_state"] = cost_state
+    if hook_event in USER_EVENTS:
+        user = claude_user_id(os.environ)
+        if user:
+            envelope["user"] = user
     dropped = spool.take_dropped()
     if dropped:
         envelope["spool_dropped"] = dropped
@@ -118,6 +122,36 @@ def _cost_state(payload: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     from .transcript import read_cost_state
 
     return read_cost_state(os.path.expanduser(path))
+
+
+# Where the session's user is named: its start, each prompt (before the usage it brings is
+# counted) and its end (a first-ever session may start before Claude Code saved its id).
+USER_EVENTS = {"SessionStart", "UserPromptSubmit", "SessionEnd"}
+
+
+def claude_user_id(env: Mapping[str, str]) -> Optional[str]:
+    """Claude Code's own user id (the hash its telemetry calls user.id), from its config file:
+    the session's tokens and cost then belong to the same user whichever source counts them."""
+    config_dir = env.get("CLAUDE_CONFIG_DIR")
+    path = (
+        os.path.join(config_dir, ".claude.json")
+        if config_dir
+        else os.path.join(os.path.expanduser("~"), ".claude.json")
+    )
+    try:
+        with open(path, "rb") as f:
+            data = f.read(16 * 1024 * 1024)
+    except OSError:
+        return None
+    at = data.find(b'"userID"')  # not parsed whole: the file also holds every project's history
+    if at < 0:
+        return None
+    start = data.find(b'"', data.find(b":", at) + 1) + 1
+    end = data.find(b'"', start)
+    value = data[start:end]
+    if start <= 0 or not 8 <= len(value) <= 128 or not value.isalnum():
+        return None
+    return value.decode("ascii")
 
 
 def spawn_flusher(cfg: Config, spool: Spool) -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,11 +85,14 @@ class Claude:
     def __post_init__(self) -> None:
         self.binary = claude_binary()
         self.home = self.root / "home"
-        self.project = self.root / "project"
+        self.project = self.root / f"project-{uuid.uuid4().hex[:8]}"  # its own source_app
         self.spool = self.root / "spool"
         self.recorded = self.root / "recorded"
         for d in (self.home, self.project, self.recorded):
             d.mkdir(parents=True, exist_ok=True)
+        # A returning user: Claude Code has saved its user id (a first run saves it meanwhile).
+        self.config = {"userID": uuid.uuid4().hex + uuid.uuid4().hex}
+        (self.home / ".claude.json").write_text(json.dumps(self.config))
         self._install()
 
     def env(self) -> dict[str, str]:
@@ -187,7 +191,8 @@ class Claude:
         # What the first-run screens would ask: onboarding done, this key approved, project trusted.
         (self.home / ".claude.json").write_text(
             json.dumps(
-                {
+                self.config
+                | {
                     "hasCompletedOnboarding": True,
                     "theme": "dark",
                     "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
@@ -218,6 +223,10 @@ class Claude:
             if session_id is None or payload.get("session_id") == session_id:
                 runs.append(payload)
         return runs
+
+    def user_id(self) -> str:
+        """Claude Code's own user id for this HOME (what its telemetry calls user.id)."""
+        return str(json.loads((self.home / ".claude.json").read_text())["userID"])
 
     def transcript(self, session_id: str) -> Path:
         found = list((self.home / ".claude" / "projects").glob(f"*/{session_id}.jsonl"))
