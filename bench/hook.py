@@ -14,7 +14,6 @@ Target: hook p95 <= 2x bare p95 in every case.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 from bench.common import Figure, percentile, say
 from tests.support.hanging import HangingServer
 from tests.support.procs import free_port, wait_until
+from tests.support.spool import lock_free
 
 REPO = Path(__file__).resolve().parents[1]
 HOOK = REPO / "hooks" / "agentwatch_hook.py"
@@ -79,17 +79,6 @@ CASES: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
 }
 
 
-def _flusher_done(spool: Path) -> bool:
-    fd = os.open(spool / "flush.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
 def run(quick: bool) -> list[Figure]:
     runs = 40 if quick else 300
     figures: list[Figure] = []
@@ -108,7 +97,7 @@ def run(quick: bool) -> list[Figure]:
                     bare.append(_timed([PYTHON, "-S", "-c", "pass"], b"", env))
                     times.append(_timed(hook, PAYLOAD, env))
             # The server is gone: let the last flusher give up before the spool is removed.
-            wait_until(partial(_flusher_done, spool), 30, f"the {case} flusher to exit")
+            wait_until(partial(lock_free, spool / "flush.lock"), 30, f"the {case} flusher to exit")
             b50, b95 = percentile(bare, 50), percentile(bare, 95)
             h50, h95 = percentile(times, 50), percentile(times, 95)
             ratio = h95 / b95

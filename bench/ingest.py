@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -64,18 +65,21 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
     return len(rows) / elapsed
 
 
-def http_batch_rate(port: int, envelopes: list[dict[str, object]]) -> float:
-    bodies = [orjson.dumps(envelopes[i : i + BATCH]) for i in range(0, len(envelopes), BATCH)]
+def post_all(
+    port: int, path: str, bodies: list[bytes], content_type: str, ok: Callable[[int, bytes], bool]
+) -> float:
+    """Seconds to POST every body, CLIENTS threads on a keep-alive connection each; raises with
+    the first answers that ok() refuses."""
     lock = threading.Lock()
     errors: list[str] = []
 
     def client(mine: list[bytes]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for body in mine:
-            conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+            conn.request("POST", path, body, {"Content-Type": content_type})
             resp = conn.getresponse()
             data = resp.read()
-            if resp.status != 200 or orjson.loads(data)["accepted"] != BATCH:
+            if not ok(resp.status, data):
                 with lock:
                     errors.append(f"{resp.status} {data[:200]!r}")
         conn.close()
@@ -88,8 +92,17 @@ def http_batch_rate(port: int, envelopes: list[dict[str, object]]) -> float:
         t.join()
     elapsed = time.perf_counter() - started
     if errors:
-        raise RuntimeError(f"batch ingest failed: {errors[:3]}")
-    return len(envelopes) / elapsed
+        raise RuntimeError(f"POST {path} failed: {errors[:3]}")
+    return elapsed
+
+
+def http_batch_rate(port: int, envelopes: list[dict[str, object]]) -> float:
+    bodies = [orjson.dumps(envelopes[i : i + BATCH]) for i in range(0, len(envelopes), BATCH)]
+
+    def ok(status: int, data: bytes) -> bool:
+        return status == 200 and orjson.loads(data)["accepted"] == BATCH
+
+    return len(envelopes) / post_all(port, "/v1/events", bodies, "application/json", ok)
 
 
 WRK_SCRIPT = """

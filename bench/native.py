@@ -8,10 +8,8 @@ each request acknowledged after commit. Rounds alternate the two kinds; figures 
 
 from __future__ import annotations
 
-import http.client
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from bench.common import Figure, say
-from bench.ingest import BATCH, CLIENTS, http_batch_rate
+from bench.ingest import BATCH, http_batch_rate, post_all
 from bench.workload import events as make_events
 from tests.support.procs import start_collector
 
@@ -91,30 +89,10 @@ def log_requests(total: int) -> list[bytes]:
 
 
 def otlp_rate(port: int, bodies: list[bytes], total: int) -> float:
-    lock = threading.Lock()
-    errors: list[str] = []
-
-    def client(mine: list[bytes]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for body in mine:
-            conn.request("POST", "/v1/logs", body, {"Content-Type": "application/x-protobuf"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                with lock:
-                    errors.append(f"{resp.status} {data[:200]!r}")
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(bodies[i::CLIENTS],)) for i in range(CLIENTS)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"OTLP log ingest failed: {errors[:3]}")
-    return total / elapsed
+    seconds = post_all(
+        port, "/v1/logs", bodies, "application/x-protobuf", lambda status, _: status == 200
+    )
+    return total / seconds
 
 
 def run(quick: bool) -> list[Figure]:

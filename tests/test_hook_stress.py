@@ -5,7 +5,6 @@ waits for its flusher.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import select
@@ -21,6 +20,7 @@ import pytest
 
 from tests.support.hanging import HangingServer
 from tests.support.procs import Proc, start_collector, wait_until
+from tests.support.spool import lock_free
 from tests.test_hook import (
     BASE_TS,
     FIXTURES,
@@ -125,17 +125,6 @@ def wait_closed(r: int, timeout: float = 60.0) -> None:
     os.set_blocking(r, True)
     while select.select([r], [], [], timeout)[0] and os.read(r, 65536):
         pass
-
-
-def lock_free(path: Path) -> bool:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 @pytest.mark.e2e

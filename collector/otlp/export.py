@@ -80,16 +80,19 @@ class SignalTarget:
 
 @dataclass(frozen=True)
 class RelayConfig:
-    logs: SignalTarget | None = None
-    traces: SignalTarget | None = None
-    timeout_seconds: float = 10.0
-    batch_events: int = 2000
-    span_timeout_seconds: float = 1800.0
-    max_sessions: int = 5000
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 30.0
+    """Where the relay sends (None: that signal is off) and its knobs, which Settings owns and
+    defaults (relay.relay_config_from builds this)."""
+
+    logs: SignalTarget | None
+    traces: SignalTarget | None
+    timeout_seconds: float
+    batch_events: int
+    span_timeout_seconds: float
+    max_sessions: int
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    breaker_failures: int
+    breaker_cooldown_seconds: float
     poll_seconds: float = 1.0
 
     @property

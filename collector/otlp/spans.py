@@ -178,22 +178,7 @@ class SessionTree:
         tool = row["tool_name"] or "unknown"
         if tool in SUBAGENT_TOOLS:
             self.launches.call(tool_use_id, subagent_type(payload))
-        agent = row["agent_id"] or self.session_id
-        parent = span_id(self.session_id, "agent", agent) if agent != self.session_id else None
-        attrs = self._base(row) | {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool,
-            "gen_ai.tool.call.id": tool_use_id,
-            "gen_ai.agent.id": agent,
-            "gen_ai.agent.name": agent_name(row),
-        }
-        span = OpenSpan(
-            span_id(self.session_id, "tool", tool_use_id),
-            parent or self._main_parent(),
-            f"execute_tool {tool}",
-            row["ts"],
-            attrs,
-        )
+        span = self._tool_span(row)
         early = self.early_ends.pop(tool_use_id, None)
         if early is not None:  # the end came first: this start completes the span
             span.attrs["agentwatch.outcome"] = early.attrs["agentwatch.outcome"]
@@ -220,29 +205,34 @@ class SessionTree:
             self.launches.failed(tool_use_id)
         if span is None:
             # Keep the end until its start arrives (or the session times out).
-            tool = row["tool_name"] or "unknown"
-            agent = row["agent_id"] or self.session_id
-            parent = (
-                span_id(self.session_id, "agent", agent)
-                if agent != self.session_id
-                else self._main_parent()
-            )
-            attrs = self._base(row) | {
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": tool,
-                "gen_ai.tool.call.id": tool_use_id,
-                "gen_ai.agent.id": agent,
-                "gen_ai.agent.name": agent_name(row),
-                "agentwatch.outcome": row["outcome"] or "",
-            }
-            key = span_id(self.session_id, "tool", tool_use_id)
-            self.early_ends[tool_use_id] = OpenSpan(
-                key, parent, f"execute_tool {tool}", row["ts"], attrs, error=error
-            )
+            early = self._tool_span(row)
+            early.attrs["agentwatch.outcome"] = row["outcome"] or ""
+            early.error = error
+            self.early_ends[tool_use_id] = early
             return
         span.attrs["agentwatch.outcome"] = row["outcome"] or ""
         span.error = error
         done.append(self._close(span, row["ts"]))
+
+    def _tool_span(self, row: Mapping[str, Any]) -> OpenSpan:
+        """The `execute_tool` span of a call, opened at this row (either of its ends)."""
+        tool_use_id: str = row["tool_use_id"]
+        tool = row["tool_name"] or "unknown"
+        agent = row["agent_id"] or self.session_id
+        parent = (
+            span_id(self.session_id, "agent", agent)
+            if agent != self.session_id
+            else self._main_parent()
+        )
+        attrs = self._base(row) | {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.tool.call.id": tool_use_id,
+            "gen_ai.agent.id": agent,
+            "gen_ai.agent.name": agent_name(row),
+        }
+        key = span_id(self.session_id, "tool", tool_use_id)
+        return OpenSpan(key, parent, f"execute_tool {tool}", row["ts"], attrs)
 
     @staticmethod
     def _close(span: OpenSpan, end_ms: int, incomplete: bool = False) -> OpenSpan:
