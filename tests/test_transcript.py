@@ -118,3 +118,57 @@ def test_stop_with_a_missing_transcript_still_sends_the_event(tmp_path: Path) ->
     run_all([stop], dead_env(tmp_path))
     (event,) = spooled(tmp_path / "spool")
     assert event["hook_event"] == "Stop" and event["usage"] is None
+
+
+def test_a_message_read_while_streaming_gets_its_final_usage_later(
+    tmp_path: Path, read_usage: Any
+) -> None:
+    """Stop can run before the turn's last line is written: the next read (a prompt, SessionEnd)
+    counts only what the message grew by, never the message twice."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(assistant("m1", "r1", SONNET, 40, 2))
+    state = str(tmp_path / "state")
+    assert read_usage(str(path), state)[SONNET]["output"] == 2
+    with path.open("a") as f:
+        f.write(assistant("m1", "r1", SONNET, 40, 90) + assistant("m2", "r2", SONNET, 7, 1))
+    assert read_usage(str(path), state)[SONNET] == {
+        "input": 7,
+        "output": 88 + 1,
+        "cache_read": 0,
+        "cache_creation": 0,
+    }
+    assert read_usage(str(path), state) is None
+
+
+def test_claude_codes_own_totals_come_from_the_last_cost_state(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "hooks"))
+    try:
+        from awhook.transcript import read_cost_state
+    finally:
+        sys.path.remove(str(REPO / "hooks"))
+    path = tmp_path / "t.jsonl"
+    assert read_cost_state(str(path)) is None
+    models = {SONNET: {"inputTokens": 5, "outputTokens": 6, "cacheReadInputTokens": 7}}
+    lines = [
+        {"type": "cost-state", "totalCostUSD": 0.1, "modelUsage": models},
+        {"type": "user", "message": {"role": "user", "content": "again"}},
+        {
+            "type": "cost-state",
+            "totalCostUSD": 0.3,
+            "modelUsage": {**models, HAIKU: {"costUSD": 0.2}},
+        },
+    ]
+    path.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    assert read_cost_state(str(path)) == {
+        "total_cost_usd": 0.3,
+        "models": {
+            SONNET: {
+                "input": 5,
+                "output": 6,
+                "cache_read": 7,
+                "cache_creation": 0,
+                "cost_usd": 0.0,
+            },
+            HAIKU: {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "cost_usd": 0.2},
+        },
+    }
