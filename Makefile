@@ -34,12 +34,18 @@ lock: ## re-resolve requirements.lock (the image's pins) to the newest versions 
 	@{ sed -n '/^#/!q;p' requirements.lock; $(LOCK_VENV)/bin/pip freeze --disable-pip-version-check; } > $(LOCK_VENV)/requirements.lock
 	@mv $(LOCK_VENV)/requirements.lock requirements.lock && rm -rf $(LOCK_VENV)
 
-system-deps: ## Debian's prometheus, alertmanager and tmux (installed when missing and root)
-	@if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null && command -v tmux >/dev/null; then :; \
+# Debian keeps PostgreSQL's server binaries (initdb, pg_ctl) off PATH, in /usr/lib/postgresql/<major>/bin;
+# tests/support/postgres.py looks in the same places.
+system-deps: ## Debian's prometheus, alertmanager, tmux and postgresql (installed when missing and root)
+	@missing=; \
+	command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || missing="prometheus prometheus-alertmanager"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	{ command -v initdb && command -v pg_ctl || ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo ">> installing prometheus, prometheus-alertmanager and tmux from Debian"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager tmux >/dev/null; \
-	else echo ">> prometheus/promtool/alertmanager/tmux missing and not root: e2e tests will skip (fail under CI=true)"; fi
+	  echo ">> installing $$missing from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo ">> missing and not root:$$missing (apt-get install them): e2e and PostgreSQL tests will skip (fail under CI=true)"; fi
 
 node-deps: tools/node_modules/.installed ## npm packages for checks and tests (LogQL parser, Claude Code)
 

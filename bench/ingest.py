@@ -29,13 +29,9 @@ from bench.common import Figure, say
 from bench.workload import events as make_events
 from collector.events import from_envelope
 from collector.settings import Settings
-from collector.store import (
-    _INSERT_EVENT,
-    checkpoint_until,
-    configure_writer,
-    event_row,
-    migrate,
-)
+from collector.store.rows import event_row
+from collector.store.sqlite import INSERT_EVENT, checkpoint_until, configure_writer
+from collector.store.sqlite_schema import migrate
 from tests.support.procs import start_collector
 
 BATCH = 500
@@ -46,7 +42,7 @@ ROUNDS = 3
 def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: str) -> float:
     settings = Settings()
     now = int(time.time() * 1000)
-    rows = [event_row(from_envelope(env, now, settings)) for env in envelopes]
+    rows = [event_row(from_envelope(env, now, settings), packed=True) for env in envelopes]
     conn = sqlite3.connect(db, isolation_level=None)
     configure_writer(conn, synchronous)  # the store's own pragmas: the same cache, WAL, sync
     stop = threading.Event()  # ... and the same background checkpoints
@@ -56,7 +52,7 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
     started = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         conn.execute("BEGIN")
-        conn.executemany(_INSERT_EVENT, rows[i : i + BATCH])
+        conn.executemany(INSERT_EVENT, rows[i : i + BATCH])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     stop.set()

@@ -1,6 +1,6 @@
 """Query API latency on a large store: 1,000,000 realistic events in about 5,000 sessions.
 
-The store is built through the collector's own write path (collector.store.Store.write_sync,
+The store is built through the collector's own write path (collector.store.SQLiteStore.write_sync,
 which also maintains tool_calls and sessions) from events normalised by
 collector.events.from_envelope. To build it in seconds rather than minutes, a few template
 sessions go through from_envelope (redaction included) and are then cloned with fresh session,
@@ -36,7 +36,7 @@ from bench.common import Figure, percentile, say
 from bench.workload import envelope, session_events
 from collector.events import Event, from_envelope
 from collector.settings import Settings
-from collector.store import Store
+from collector.store import SQLiteStore
 from tests.support.procs import start_collector
 
 EVENTS_PER_SESSION = 200
@@ -188,7 +188,7 @@ def build_store(path: Path, total_events: int) -> tuple[list[str], float]:
     now = int(time.time() * 1000)
     rnd = random.Random(1)
     templates = _templates(now)
-    store = Store(path, queue_max_events=1_000_000)
+    store = SQLiteStore(path, queue_max_events=1_000_000)
     store.open()
     sessions: list[str] = []
     batch: list[Event] = []
@@ -218,7 +218,7 @@ def add_wide_session(path: Path) -> str:
     sid = f"wide-{uuid.uuid4()}"
     settings = Settings()
     envs = wide_session(sid, now - DAY_MS, APPS[0], WIDE_SUBAGENTS)
-    store = Store(path, queue_max_events=1_000_000)
+    store = SQLiteStore(path, queue_max_events=1_000_000)
     store.open()
     store.write_sync([from_envelope(e, now, settings) for e in envs])
     store.close()

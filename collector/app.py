@@ -23,7 +23,6 @@ from collector import __version__
 from collector.auth import HmacVerifier, Unauthorized
 from collector.body import BadRequest
 from collector.context import AppContext
-from collector.events import Event
 from collector.host import register_host_metrics
 from collector.metrics import build_metrics
 from collector.middleware import ObserveRequests
@@ -36,7 +35,7 @@ from collector.routes import alerts, health, ingest, otlp
 from collector.routes import query as query_routes
 from collector.routes import stream as stream_routes
 from collector.settings import Settings
-from collector.store import Store, StoreError, StoreSaturated
+from collector.store import Committed, EventStore, StoreError, StoreSaturated, store_for
 from collector.tracker import Tracker
 
 log = logging.getLogger("collector")
@@ -52,9 +51,8 @@ def create_app(
     SettingsError for a value it cannot use (a relay protocol, the prices file)."""
     settings = settings or Settings.from_env()
     metrics = build_metrics(registry or CollectorRegistry(), settings.label_cap)
-    store = Store(
-        settings.db,
-        synchronous=settings.sqlite_synchronous,
+    store = store_for(
+        settings,
         queue_max_events=settings.queue_max_events,
         on_write=lambda seconds, _n: metrics.store_write.observe(seconds),
         on_error=lambda _exc: metrics.store_errors.inc(),
@@ -63,7 +61,7 @@ def create_app(
     tracker = Tracker(
         metrics, settings.loop_threshold, settings.waiting_seconds, settings.session_idle_seconds
     )
-    register_host_metrics(metrics, settings.db.resolve().parent)
+    register_host_metrics(metrics, settings.sqlite_path.resolve().parent)
     context = AppContext(
         settings=settings,
         store=store,
@@ -91,7 +89,7 @@ def create_app(
         # then spends its time in SQLite (which releases the GIL). One call per commit, in order.
         loop = asyncio.get_running_loop()
 
-        def observe_on_loop(new: list[Event]) -> None:
+        def observe_on_loop(new: list[Committed]) -> None:
             loop.call_soon_threadsafe(tracker.observe, new)
 
         store.add_listener(observe_on_loop)
@@ -103,7 +101,13 @@ def create_app(
         retention = asyncio.create_task(_retention_loop(store, settings))
         log.info(
             "collector started",
-            extra={"version": __version__, "db": str(settings.db), "port": settings.port},
+            extra={
+                "version": __version__,
+                "db": settings.sqlite_path.as_posix()
+                if settings.postgres_url is None
+                else "postgresql",
+                "port": settings.port,
+            },
         )
         try:
             yield
@@ -131,7 +135,7 @@ def create_app(
     return app
 
 
-async def _retention_loop(store: Store, settings: Settings) -> None:
+async def _retention_loop(store: EventStore, settings: Settings) -> None:
     while True:
         cutoff = int((time.time() - settings.retention_days * 86400) * 1000)
         try:

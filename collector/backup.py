@@ -40,8 +40,10 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("backups"), help="where to write the copy")
     args = parser.parse_args()
     try:
-        db = Settings.from_env().db
-        path = backup(db, args.dir)
+        settings = Settings.from_env()
+        if settings.postgres_url:
+            raise RuntimeError("the store is PostgreSQL: back it up with pg_dump (see the README)")
+        path = backup(settings.sqlite_path, args.dir)
     except (SettingsError, OSError, sqlite3.Error, RuntimeError) as exc:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from collector.auth import HmacVerifier, check_token
 from collector.metrics import Metrics
 from collector.native import MetricsSink
 from collector.settings import Settings
-from collector.store import Store
+from collector.store import EventStore
 from collector.tracker import Tracker
 
 
@@ -28,7 +28,7 @@ class RelayStatus(Protocol):
 @dataclass
 class AppContext:
     settings: Settings
-    store: Store
+    store: EventStore
     metrics: Metrics
     tracker: Tracker
     # Claude Code's own metrics (POST /v1/metrics) go here: collector/native/metrics.py.

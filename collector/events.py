@@ -11,14 +11,10 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from collector.accounting import Increment
-
-if TYPE_CHECKING:
-    from collector.counting import Counted
 from collector.redact import redact
 from collector.settings import Settings
 from collector.vocabulary import (
@@ -152,11 +148,6 @@ class Event:
     source: str = SOURCE_HOOK
     cost_usd: float | None = None
     user: str | None = None  # Claude Code's user.id (a hash), or e-mail where the operator opts in
-    # Filled in by the store when it commits the event:
-    increments: list[Increment] | None = None  # what it adds to the token and cost counters
-    counted: Counted | None = None  # what it adds to its session's counters (counting.py)
-    duration_ms: int | None = None  # a paired tool call's duration (on whichever end came last)
-    session_started_ts: int | None = None  # on SessionEnd: the session's first event
 
 
 def now_ms() -> int:

@@ -22,6 +22,7 @@ USER_LABELS = ("id", "email")
 SYNC_MODES = ("FULL", "NORMAL")
 INTEGRITY_MODES = ("quick", "full", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 BOOLS = {"1": True, "true": True, "yes": True, "on": True}
 BOOLS |= {"0": False, "false": False, "no": False, "off": False}
 
@@ -38,7 +39,8 @@ def _default_db() -> Path:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 4000
-    db: Path = field(default_factory=_default_db)
+    # A SQLite file, or a postgresql:// URL (a team's shared store, collector/store/postgres.py).
+    db: Path | str = field(default_factory=_default_db)
     token: str | None = None
     hmac_secret: str | None = None
     hmac_window_seconds: int = 300
@@ -83,6 +85,15 @@ class Settings:
             if raw:
                 values[f.name] = _convert(f.name, raw, f.type)
         return cls(**values).validated()
+
+    @property
+    def postgres_url(self) -> str | None:
+        db = self.db
+        return db if isinstance(db, str) and db.startswith(POSTGRES_SCHEMES) else None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.db) if self.postgres_url is None else _default_db()
 
     def validated(self) -> Settings:
         """Self, or SettingsError naming the first variable whose value cannot be used."""
@@ -156,6 +167,8 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
             return value
     except ValueError:
         raise SettingsError(f"{variable(name)}={raw!r} is not a valid {kind}") from None
+    if name == "db" and raw.startswith(POSTGRES_SCHEMES):
+        return raw
     if kind.startswith("Path"):
         return Path(raw)
     if name in {"sqlite_synchronous", "log_level"}:

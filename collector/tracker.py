@@ -5,7 +5,6 @@ the event loop), so it sees every event exactly once; scrapes read its state und
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -15,6 +14,8 @@ from typing import Any
 
 from collector.events import Event
 from collector.metrics import Metrics
+from collector.store import Committed, Facts
+from collector.store.sql import Connection
 from collector.vocabulary import SOURCE_HOOK, HookEvent
 
 MAX_TRACKED_SESSIONS = 50_000
@@ -67,7 +68,7 @@ class Tracker:
             lambda: [([], float(self.waiting_count()))],
         )
 
-    def restore(self, conn: sqlite3.Connection) -> None:
+    def restore(self, conn: Connection) -> None:
         """Reload sessions still open at the last shutdown, so the active gauge survives restarts."""
         cutoff_ms = int((time.time() - self.idle_seconds) * 1000)
         rows = conn.execute(
@@ -89,23 +90,23 @@ class Tracker:
         return child
 
     # -- on commit ---------------------------------------------------------------------------
-    def observe(self, events: list[Event]) -> None:
+    def observe(self, committed: list[Committed]) -> None:
         now = time.monotonic()
         m = self.m
         with self._lock:
-            for e in events:
+            for e, facts in committed:
                 app = m.cap_app(e.source_app)
                 self._child(m.events, m.cap_hook(e.hook_event), app).inc()
                 if e.spool_dropped:
                     m.spool_dropped.inc(e.spool_dropped)
                 if e.hook_event == HookEvent.ALERT_NOTIFICATION:
                     continue
-                self._session(e, app, now)
-                self._count(e, app)
+                self._session(e, facts, app, now)
+                self._count(e, facts, app)
                 if e.input_hash:
-                    self._loop(e)
+                    self._loop(e, app)
 
-    def _session(self, e: Event, app: str, now: float) -> None:
+    def _session(self, e: Event, facts: Facts, app: str, now: float) -> None:
         s = self._sessions.get(e.session_id)
         if s is None:
             s = self._sessions[e.session_id] = _Session(app, now)
@@ -127,13 +128,13 @@ class Tracker:
             s.waiting_since = None
         if e.hook_event == HookEvent.SESSION_END:
             s.ended = True
-            if e.session_started_ts is not None:
-                duration = max(e.ts - e.session_started_ts, 0) / 1000
+            if facts.session_started_ts is not None:
+                duration = max(e.ts - facts.session_started_ts, 0) / 1000
                 self.m.session_duration.labels(source_app=app).observe(duration)
 
-    def _count(self, e: Event, app: str) -> None:
+    def _count(self, e: Event, facts: Facts, app: str) -> None:
         m = self.m
-        c = e.counted  # worked out by the store as it committed the event (counting.py)
+        c = facts.counted  # worked out by the store as it committed the event (counting.py)
         if c is not None:
             if c.prompt:
                 self._child(m.prompts, app).inc()
@@ -141,17 +142,17 @@ class Tracker:
                 self._child(m.tool_calls, m.cap_tool(tool), outcome).inc()
             if c.subagent:
                 m.subagents.labels(agent_type=m.cap_agent_type(e.agent_type)).inc()
-        if e.duration_ms is not None:
-            self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(e.duration_ms / 1000)
-        user = m.cap_user(e.user or UNKNOWN_USER)
-        for inc in e.increments or ():
+        if facts.duration_ms is not None:
+            self._child(m.tool_duration, m.cap_tool(e.tool_name)).observe(facts.duration_ms / 1000)
+        user = m.cap_user(facts.user or UNKNOWN_USER)
+        for inc in facts.increments:
             label = m.cap_model(inc.model)
             for kind, n in inc.tokens.items():
                 if n:
                     self._child(m.tokens, label, kind, app, user).inc(n)
             self._child(m.cost, label, app, user, inc.cost_source).inc(inc.cost_usd)
 
-    def _loop(self, e: Event) -> None:
+    def _loop(self, e: Event, app: str) -> None:
         """The same tool with the same input more than N times in a row, per agent of a session."""
         assert e.input_hash is not None
         key = (e.session_id, e.agent_id or e.session_id)
@@ -164,7 +165,7 @@ class Tracker:
             return
         run.count += 1
         if run.count == self.loop_threshold + 1:  # once per run, when it crosses the threshold
-            self.m.loops.labels(tool=self.m.cap_tool(e.tool_name)).inc()
+            self._child(self.m.loops, self.m.cap_tool(e.tool_name), app).inc()
 
     # -- at scrape ---------------------------------------------------------------------------
     def waiting_count(self) -> int:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.app import create_app
 from collector.settings import Settings
+from tests.support.postgres import PostgresCluster, database_name, start_postgres
 
 
 def envelope(**overrides: Any) -> dict[str, Any]:
@@ -67,18 +68,32 @@ class Harness:
         return self.client.post(path, content=json.dumps(body).encode(), headers=headers)
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        from tests.support.db import connect
-
-        with connect(self.settings.db) as conn:
-            return conn.execute(sql, args).fetchall()
+        """Rows of sql (`?` placeholders) read through the app's own store, either backend."""
+        with self.client.app.state.ctx.store.reader() as conn:  # type: ignore[attr-defined]
+            return [tuple(r) for r in conn.execute(sql, args).fetchall()]
 
 
 @pytest.fixture
-def make_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def db_backend() -> str:
+    """The store the harness uses: a module overrides this fixture with params=BACKENDS to run
+    its tests on both (the store's suite, the API tests that touch the store)."""
+    return "sqlite"
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def make_harness(
+    tmp_path: Path, db_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Harness]]:
     opened: list[TestClient] = []
+    db: Path | str = tmp_path / "agentwatch.db"
+    if db_backend == "postgres":
+        db = request.getfixturevalue("pg_dsn")
 
     def make(**settings: Any) -> Harness:
-        s = dataclasses.replace(Settings(db=tmp_path / "agentwatch.db"), **settings).validated()
+        s = dataclasses.replace(Settings(db=db), **settings).validated()
         registry = CollectorRegistry()
         client = TestClient(create_app(s, registry))
         client.__enter__()
@@ -93,3 +108,18 @@ def make_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 @pytest.fixture
 def harness(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the session (skips, or fails under CI=true, when the
+    server is not installed)."""
+    cluster = start_postgres()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A `postgresql://` DSN of a fresh, empty database for this test alone."""
+    return pg_cluster.create_database(database_name(request.node.name))

@@ -13,13 +13,13 @@ from pathlib import Path
 from collector.backup import backup
 from collector.events import from_envelope
 from collector.settings import Settings
-from collector.store import Store
+from collector.store import SQLiteStore
 from tests.conftest import envelope
 from tests.support.procs import REPO
 
 
 def test_online_backup_while_writing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "live.db")
+    store = SQLiteStore(tmp_path / "live.db")
     store.open()
     now = int(time.time() * 1000)
     store.write_sync([from_envelope(envelope(), now, Settings()) for _ in range(500)])

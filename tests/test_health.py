@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from collector.store import Store
+from collector.store import SQLiteStore
 from tests.conftest import Harness
 
 WAIT = 30  # seconds; only reached when the behaviour under test is broken
@@ -16,7 +16,7 @@ WAIT = 30  # seconds; only reached when the behaviour under test is broken
 class StuckWriter:
     """Blocks the store's writer thread until release(); the probe's tiny write queues behind."""
 
-    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.blocked = threading.Event()
         self.released = threading.Event()
         self.released_in_time: list[bool] = []

@@ -9,8 +9,14 @@ import orjson
 import pytest
 
 from collector.auth import sign
-from tests.conftest import Harness, envelope
+from tests.conftest import BACKENDS, Harness, envelope
 from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on both stores (tests/conftest.py)."""
+    return str(request.param)
 
 
 def count(h: Harness) -> int:

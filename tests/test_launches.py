@@ -3,7 +3,6 @@ the agent tree API and the exported spans agreeing on it over the same stored ev
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -13,11 +12,17 @@ from collector.launches import Call, Failure, Launches, Sighting, attribute
 from collector.otlp.ids import span_id
 from collector.otlp.spans import OpenSpan, SpanBuilder
 from collector.payloads import EVENT_SELECT
-from tests.conftest import Harness
-from tests.support.db import connect
+from collector.store.sql import dict_rows
+from tests.conftest import BACKENDS, Harness
 from tests.test_query_data import NOW_MS, env, parallel_subagents_session, task_pre, tool_call
 
 Events = list[dict[str, Any]]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on both stores (tests/conftest.py)."""
+    return str(request.param)
 
 
 # -- the rule ------------------------------------------------------------------------------------
@@ -215,11 +220,12 @@ def tree_attribution(h: Harness, session: str) -> dict[str, str | None]:
 
 def span_attribution(h: Harness, session: str) -> dict[str, str | None]:
     """The exported agent spans' parents, from the stored events as the relay streams them."""
-    with connect(h.settings.db) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? ORDER BY seq", (session,)
-        ).fetchall()
+    with h.client.app.state.ctx.store.reader() as conn:  # type: ignore[attr-defined]
+        rows = dict_rows(
+            conn.execute(
+                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? ORDER BY seq", (session,)
+            )
+        )
     builder = SpanBuilder(lambda sid, seq: iter(()), max_sessions=10, timeout_ms=1)
     spans: list[OpenSpan] = []
     for row in rows:

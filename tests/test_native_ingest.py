@@ -35,7 +35,7 @@ from collector.native.events import to_events
 from collector.native.metrics import NativeMetrics
 from collector.settings import Settings
 from collector.store import StoreSaturated
-from tests.conftest import Harness, envelope
+from tests.conftest import BACKENDS, Harness, envelope
 from tests.support.claude import Claude
 from tests.support.db import PAYLOAD_TEXT
 from tests.support.fake_anthropic import FakeAnthropic, Reply, ToolUse
@@ -51,6 +51,12 @@ METRICS_JSON = FIXTURES / "metrics.json"
 PB, JSON = "application/x-protobuf", "application/json"
 SECRET = "ghp_" + "Q7" * 18
 NATIVE = ("api_request", "tool_result", "user_prompt")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on both stores (tests/conftest.py)."""
+    return str(request.param)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from collector.query import events as query_events
 from collector.query import params as query_params
 from collector.query import tools as query_tools
 from collector.query import tree as query_tree
-from tests.conftest import Harness
-from tests.support.db import connect
+from tests.conftest import BACKENDS, Harness
 from tests.test_query_data import (
     NOW_MS,
     env,
@@ -50,6 +49,11 @@ def all_pages(h: Harness, path: str, **params: Any) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -174,7 +178,7 @@ def test_event_filters(store: Harness) -> None:
 def test_free_text_pages_look_at_a_bounded_number_of_events(store: Harness) -> None:
     """A page with q unpacks at most scan_budget payloads; following the cursors finds every
     match, in order, the same as one unbounded page."""
-    with connect(store.settings.db) as conn:
+    with store.client.app.state.ctx.store.reader() as conn:  # type: ignore[attr-defined]
         flt = query_events.EventFilter(q="FIX THE")
         everything = query_events.list_events(conn, flt, 100, None, scan_budget=1000).items
         pages, cursor, found = 0, None, []

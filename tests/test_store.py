@@ -1,4 +1,8 @@
-"""The SQLite store: commit before acknowledge, duplicates, pairing, retention, integrity."""
+"""The store: commit before acknowledge, duplicates, pairing, retention, integrity.
+
+The tests that take `store` or `open_store` run on both backends (SQLite and a throw-away
+PostgreSQL); the rest are about the SQLite file itself (WAL, migrations, damaged pages).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,32 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import store as store_module
 from collector.events import Event, from_envelope, input_digest
 from collector.settings import Settings
-from collector.store import MIGRATIONS, Store, StoreError, StoreSaturated, stored_input_hash
-from tests.conftest import envelope
+from collector.store import (
+    Committed,
+    EventStore,
+    Facts,
+    PostgresStore,
+    SQLiteStore,
+    StoreError,
+    StoreSaturated,
+)
+from collector.store import sqlite as store_module
+from collector.store.rows import stored_input_hash
+from collector.store.sqlite_schema import MIGRATIONS
+from tests.conftest import BACKENDS, envelope
 from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
+from tests.support.postgres import database_name
 from tests.support.procs import REPO
 
 SETTINGS = Settings()
@@ -31,21 +48,51 @@ def ev(**kw: object):  # type: ignore[no-untyped-def]
     return from_envelope(envelope(**kw), int(time.time() * 1000), SETTINGS)
 
 
+OpenStore = Callable[..., EventStore]
+
+
+@pytest.fixture(params=BACKENDS)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """open_store(name="s", **kw): an opened store of this test's backend; the same name is the
+    same database (a restart). Closed at the end of the test if still open."""
+    opened: list[EventStore] = []
+    urls: dict[str, str] = {}
+
+    def open_(name: str = "s", **kw: Any) -> EventStore:
+        s: EventStore
+        if request.param == "postgres":
+            if name not in urls:
+                cluster = request.getfixturevalue("pg_cluster")
+                urls[name] = cluster.create_database(
+                    database_name(f"{name}_{uuid.uuid4().hex[:6]}")
+                )
+            s = PostgresStore(urls[name], **kw)
+        else:
+            s = SQLiteStore(tmp_path / f"{name}.db", **kw)
+        s.open()
+        opened.append(s)
+        return s
+
+    yield open_
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Store(tmp_path / "s.db")
-    s.open()
-    yield s
-    s.close()
+def store(open_store: OpenStore) -> EventStore:
+    return open_store()
 
 
-def test_schema_version_and_wal(store: Store) -> None:
+def test_schema_version_and_wal(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.open()
     with store.reader() as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
 
 
-def test_duplicates_within_and_across_batches(store: Store) -> None:
+def test_duplicates_within_and_across_batches(store: EventStore) -> None:
     a, b = ev(), ev()
     assert store.write_sync([a, b, a]) == [True, True, False]
     assert store.write_sync([b, ev()]) == [False, True]
@@ -53,19 +100,27 @@ def test_duplicates_within_and_across_batches(store: Store) -> None:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
 
 
-def test_duplicates_survive_a_restart(tmp_path: Path) -> None:
+def test_duplicates_survive_a_restart(open_store: OpenStore) -> None:
     first = ev()
-    s = Store(tmp_path / "r.db")
-    s.open()
+    s = open_store("r")
     assert s.write_sync([first]) == [True]
     s.close()
-    s = Store(tmp_path / "r.db")
-    s.open()
+    s = open_store("r")
     assert s.write_sync([first, ev()]) == [False, True]
-    s.close()
 
 
-def ends_and_waiting(store: Store) -> tuple[list[tuple[str, int, str]], int]:
+def facts_of(store: EventStore) -> dict[str, Facts]:
+    """What each event the store commits from now on adds (event id -> Facts)."""
+    seen: dict[str, Facts] = {}
+
+    def note(committed: list[Committed]) -> None:
+        seen.update((c.event.event_id, c.facts) for c in committed)
+
+    store.add_listener(note)
+    return seen
+
+
+def ends_and_waiting(store: EventStore) -> tuple[list[tuple[str, int, str]], int]:
     """(tool_use_id, duration_ms, outcome) of the stored end events; calls still half seen."""
     with store.reader() as conn:
         rows = conn.execute(
@@ -75,46 +130,49 @@ def ends_and_waiting(store: Store) -> tuple[list[tuple[str, int, str]], int]:
         return rows, conn.execute("SELECT count(*) FROM open_calls").fetchone()[0]
 
 
-def test_tool_pairing_in_either_order(store: Store) -> None:
+def test_tool_pairing_in_either_order(store: EventStore) -> None:
     now = int(time.time() * 1000)
     pre = ev(hook_event="PreToolUse", tool_use_id="toolu_a", ts=now)
     post = ev(hook_event="PostToolUse", tool_use_id="toolu_a", ts=now + 1500)
+    facts = facts_of(store)
     store.write_sync([pre])
-    assert pre.duration_ms is None
+    assert facts[pre.event_id].duration_ms is None
     store.write_sync([post])
-    assert post.duration_ms == 1500
+    assert facts[post.event_id].duration_ms == 1500
     late_post = ev(hook_event="PostToolUseFailure", tool_use_id="toolu_b", ts=now + 900)
     late_pre = ev(hook_event="PreToolUse", tool_use_id="toolu_b", ts=now)
     store.write_sync([late_post])
     store.write_sync([late_pre])  # out of order: the Pre completes the pair
-    assert late_pre.duration_ms == 900
+    assert facts[late_pre.event_id].duration_ms == 900
     # Both pairs complete: durations on the end events, nothing left waiting.
     assert ends_and_waiting(store) == ([("toolu_a", 1500, "success"), ("toolu_b", 900, "error")], 0)
 
 
-def test_pairing_within_a_batch_in_either_order_and_with_duplicates(store: Store) -> None:
+def test_pairing_within_a_batch_in_either_order_and_with_duplicates(store: EventStore) -> None:
     now = int(time.time() * 1000)
     pre = ev(hook_event="PreToolUse", tool_use_id="toolu_d", ts=now)
     post = ev(hook_event="PostToolUse", tool_use_id="toolu_d", ts=now + 70)
+    facts = facts_of(store)
     store.write_sync([post, pre])  # the end first, in one transaction
-    assert (post.duration_ms, pre.duration_ms) == (None, 70)
+    assert (facts[post.event_id].duration_ms, facts[pre.event_id].duration_ms) == (None, 70)
     # A retry repeats the stored pair next to a new one: only the new pair is paired again.
     pre2 = ev(hook_event="PreToolUse", tool_use_id="toolu_e", ts=now)
     post2 = ev(hook_event="PostToolUse", tool_use_id="toolu_e", ts=now + 5)
     assert store.write_sync([pre, pre2, post, post2]) == [False, True, False, True]
-    assert post2.duration_ms == 5
+    assert facts[post2.event_id].duration_ms == 5
     assert ends_and_waiting(store) == ([("toolu_d", 70, "success"), ("toolu_e", 5, "success")], 0)
 
 
-def test_pair_in_one_batch_gives_duration_once(store: Store) -> None:
+def test_pair_in_one_batch_gives_duration_once(store: EventStore) -> None:
     now = int(time.time() * 1000)
     pre = ev(hook_event="PreToolUse", tool_use_id="toolu_c", ts=now)
     post = ev(hook_event="PostToolUse", tool_use_id="toolu_c", ts=now + 40)
+    facts = facts_of(store)
     store.write_sync([pre, post])
-    assert (pre.duration_ms, post.duration_ms) == (None, 40)
+    assert (facts[pre.event_id].duration_ms, facts[post.event_id].duration_ms) == (None, 40)
 
 
-def test_sessions_aggregate(store: Store) -> None:
+def test_sessions_aggregate(store: EventStore) -> None:
     now = int(time.time() * 1000)
     sid = "sess-agg"
     usage = {"claude-sonnet-4-5": {"input": 1_000_000, "output": 0}}
@@ -135,7 +193,7 @@ def test_sessions_aggregate(store: Store) -> None:
     assert row == (now, now + 5000, now + 5000, 4, 1, 1, 1, 1_000_000, 3.0)
 
 
-def test_retention_prunes_old_rows_only(store: Store) -> None:
+def test_retention_prunes_old_rows_only(store: EventStore) -> None:
     now = int(time.time() * 1000)
     old = [ev(ts=now - 40 * 86400_000) for _ in range(12)]
     fresh = [ev(ts=now - 1000) for _ in range(3)]
@@ -148,16 +206,14 @@ def test_retention_prunes_old_rows_only(store: Store) -> None:
         assert conn.execute("SELECT count(*) FROM open_calls").fetchone()[0] == 3
 
 
-def test_saturated_queue_refuses_with_a_clear_error(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db", queue_max_events=1000)
-    s.open()
+def test_saturated_queue_refuses_with_a_clear_error(open_store: OpenStore) -> None:
+    s = open_store("q", queue_max_events=1000)
     try:
         s._pending = 1000  # as if a thousand events were waiting for the writer
         with pytest.raises(StoreSaturated, match="writer queue full"):
             s.write_sync([ev()])
     finally:
         s._pending = 0
-        s.close()
 
 
 def test_corrupt_file_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
@@ -165,13 +221,13 @@ def test_corrupt_file_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
     db.write_bytes(b"this is not a database" * 100)
     before = db.read_bytes()
     with pytest.raises(StoreError, match="cannot open the store"):
-        Store(db).open()
+        SQLiteStore(db).open()
     assert db.read_bytes() == before
 
 
 def test_damaged_pages_fail_the_integrity_check(tmp_path: Path) -> None:
     db = tmp_path / "dmg.db"
-    s = Store(db)
+    s = SQLiteStore(db)
     s.open()
     s.write_sync([ev() for _ in range(2000)])
     s.close()
@@ -180,7 +236,7 @@ def test_damaged_pages_fail_the_integrity_check(tmp_path: Path) -> None:
     for offset in range(page * 3, len(data) - page, page * 2):  # scribble over many pages
         data[offset + 100 : offset + 400] = b"\xff" * 300
     db.write_bytes(bytes(data))
-    s = Store(db)
+    s = SQLiteStore(db)
     try:
         s.open()
     except StoreError:
@@ -197,7 +253,7 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open the store"):
-        Store(blocker / "sub" / "db.sqlite").open()
+        SQLiteStore(blocker / "sub" / "db.sqlite").open()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -205,14 +261,11 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
     with pytest.raises(StoreError, match="newer than this collector"):
-        Store(db).open()
+        SQLiteStore(db).open()
 
 
-def test_close_drains_queued_writes(tmp_path: Path) -> None:
-    import threading
-
-    s = Store(tmp_path / "d.db")
-    s.open()
+def test_close_drains_queued_writes(open_store: OpenStore) -> None:
+    s = open_store("d")
     gate = threading.Event()
     s.run_task(lambda _c: gate.wait(10))  # holds the writer so the writes below queue up
     events = [ev() for _ in range(3000)]
@@ -234,7 +287,7 @@ def test_close_drains_queued_writes(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert sum(len(r) for r in results) == 3000 and all(all(r) for r in results)
-    with sqlite3.connect(tmp_path / "d.db") as conn:
+    with open_store("d").reader() as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3000
 
 
@@ -275,7 +328,7 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     )
     conn.close()
 
-    store = Store(db)
+    store = SQLiteStore(db)
     store.open()
     try:
         with store.reader() as c:
@@ -300,8 +353,9 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         assert sorted(waiting) == [("toolu_2", None), ("toolu_3", 4)]
         # The end that came before its start still pairs when the start arrives.
         late = ev(session_id=sid, hook_event="PreToolUse", tool_use_id="toolu_3", ts=now + 20)
+        facts = facts_of(store)
         store.write_sync([late])
-        assert late.duration_ms == 30
+        assert facts[late.event_id].duration_ms == 30
         with store.reader() as c:
             assert c.execute("SELECT duration_ms FROM events WHERE seq = 4").fetchone() == (30,)
     finally:
@@ -318,7 +372,7 @@ def test_a_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_pairing_matches_an_oracle_whatever_the_order_batches_and_retries(
-    tmp_path: Path, plan: list[tuple[int, bool, int]], seed: int
+    open_store: OpenStore, plan: list[tuple[int, bool, int]], seed: int
 ) -> None:
     """Calls' ends arrive in any order, split across transactions, some sent twice: every end
     row carries max(end - start, 0) once both ends are stored, and only half-seen calls wait."""
@@ -333,8 +387,7 @@ def test_pairing_matches_an_oracle_whatever_the_order_batches_and_retries(
             ts = now + call * 10 + (offset if is_end else 0)
             sent[(call, is_end)] = ev(hook_event=hook, tool_use_id=f"toolu_{call}", ts=ts)
     events = [sent[(c, e)] for c, e, _ in plan]
-    store = Store(tmp_path / f"{uuid.uuid4()}.db")  # tmp_path is shared by the examples
-    store.open()
+    store = open_store(uuid.uuid4().hex)  # a database of its own for each example
     try:
         i = 0
         while i < len(events):  # random batch boundaries, duplicates included
@@ -357,7 +410,7 @@ def test_pairing_matches_an_oracle_whatever_the_order_batches_and_retries(
 def test_offline_export_reads_a_store_file_as_the_api_does(tmp_path: Path) -> None:
     """python -m collector.export: the packed file back as NDJSON, filtered, read-only."""
     db = tmp_path / "x.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     store.open()
     now = int(time.time() * 1000)
     mine = [ev(session_id="s-export", ts=now - 3 + i) for i in range(3)]
@@ -403,7 +456,7 @@ def test_a_closed_store_leaves_no_wal_behind(
 
     monkeypatch.setattr(store_module, "checkpoint_until", late_close)
     db = tmp_path / "w.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     store.open()
     store.write_sync([ev() for _ in range(2000)])
     store.close()

@@ -5,9 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from collector.accounting import COST_SOURCES
 from collector.metrics import LabelCap
-from tests.conftest import Harness, envelope
+from tests.conftest import BACKENDS, Harness, envelope
+
+
+@pytest.fixture(params=BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """These tests run on both stores (tests/conftest.py)."""
+    return str(request.param)
 
 
 def send(h: Harness, *envs: dict[str, Any]) -> None:
@@ -22,19 +30,19 @@ def call(session: str, command: str, **kw: Any) -> dict[str, Any]:
 def test_loop_counted_once_when_a_call_repeats_more_than_n_times(make_harness: Any) -> None:
     h = make_harness(loop_threshold=5)
     send(h, *[call("s-loop", "make test") for _ in range(5)])
-    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 0
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash", source_app="shop") == 0
     send(h, call("s-loop", "make test"))  # the 6th in a row
-    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 1
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash", source_app="shop") == 1
     send(h, *[call("s-loop", "make test") for _ in range(4)])  # same run: not counted again
-    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 1
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash", source_app="shop") == 1
     send(h, call("s-loop", "ls"), *[call("s-loop", "make test") for _ in range(6)])
-    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 2
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash", source_app="shop") == 2
 
 
 def test_interleaved_sessions_do_not_make_a_loop(make_harness: Any) -> None:
     h = make_harness(loop_threshold=2)
     send(h, *[call(f"s-{i % 2}", f"cmd {i // 2 % 2}") for i in range(12)])
-    assert h.metric("agentwatch_agent_loops_total", tool="Bash") == 0
+    assert h.metric("agentwatch_agent_loops_total", tool="Bash", source_app="shop") == 0
 
 
 def test_waiting_for_input_until_the_next_event(make_harness: Any) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,11 +37,13 @@ from collector.otlp.logs import add_log_record, put_attrs
 from collector.otlp.spans import Decoded, OpenSpan, SpanBuilder, add_span
 from collector.payloads import EVENT_SELECT
 from collector.settings import Settings
-from collector.store import Store
+from collector.store import EventStore
+from collector.store.sql import dict_rows
 
 log = logging.getLogger("collector.otlp.relay")
 
 CURSOR_KEY = "relay_cursor"
+STANDBY = "standby"  # another collector on the same PostgreSQL store exports
 RESOURCE = {
     "service.name": "agentwatch",
     "service.namespace": "agentwatch",
@@ -84,7 +85,7 @@ class _Batch:
     span_count: int = 0
 
 
-def _decode(row: sqlite3.Row) -> Decoded:
+def _decode(row: dict[str, Any]) -> Decoded:
     payload = orjson.loads(row["payload"]) if row["payload"] else {}
     usage = orjson.loads(row["usage"]) if row["usage"] else None
     return row, payload if isinstance(payload, dict) else {}, usage
@@ -93,7 +94,7 @@ def _decode(row: sqlite3.Row) -> Decoded:
 class Relay:
     """Satisfies collector.context.RelayStatus: `state` and `status()` for /readyz."""
 
-    def __init__(self, store: Store, metrics: Metrics, config: RelayConfig) -> None:
+    def __init__(self, store: EventStore, metrics: Metrics, config: RelayConfig) -> None:
         self.store = store
         self.metrics = metrics
         self.config = config
@@ -106,9 +107,8 @@ class Relay:
             config.backoff_max_seconds,
             on_state=self._on_state,
         )
-        self._spans = SpanBuilder(
-            self._history, config.max_sessions, int(config.span_timeout_seconds * 1000)
-        )
+        self._spans = self._span_builder()
+        self._leading = False
         self._pending: _Batch | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -122,7 +122,9 @@ class Relay:
     # -- RelayStatus -----------------------------------------------------------------------
     @property
     def state(self) -> str:
-        return self._breaker.state if self.config.enabled else "disabled"
+        if not self.config.enabled:
+            return "disabled"
+        return self._breaker.state if self._leading else STANDBY
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
@@ -140,6 +142,11 @@ class Relay:
             "open_sessions": len(self._spans.sessions),
         }
         return out
+
+    def _span_builder(self) -> SpanBuilder:
+        return SpanBuilder(
+            self._history, self.config.max_sessions, int(self.config.span_timeout_seconds * 1000)
+        )
 
     def _on_state(self, state: str) -> None:
         self.metrics.set_relay_state(state)
@@ -159,10 +166,7 @@ class Relay:
                 self._exporters[signal] = build_exporter(
                     signal, target, self.config.timeout_seconds
                 )
-        self.cursor = int(self.store.get_meta(CURSOR_KEY) or 0)
-        if "traces" in self._exporters:
-            self._rebuild_open_sessions()
-        self.metrics.set_relay_state("ok")
+        self.metrics.set_relay_state(STANDBY)
         self.store.add_listener(lambda _events: self._wake.set())
         self._thread = threading.Thread(target=self._run, name="otlp-relay", daemon=True)
         self._thread.start()
@@ -182,6 +186,10 @@ class Relay:
     # -- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self._lead():
+                self._wake.wait(self.config.poll_seconds)
+                self._wake.clear()
+                continue
             wait = self._breaker.wait_seconds()
             if wait > 0:
                 self._stop.wait(wait)
@@ -195,6 +203,28 @@ class Relay:
             if not busy:
                 self._wake.wait(self.config.poll_seconds)
                 self._wake.clear()
+
+    def _lead(self) -> bool:
+        """Whether this collector exports now (collectors sharing a PostgreSQL store elect
+        one). A new leader starts from the cursor in the store: what its predecessor exported
+        but did not record yet goes out again (at least once, never lost)."""
+        leading = self.store.relay_leader()
+        if leading and not self._leading:
+            self.cursor = int(self.store.get_meta(CURSOR_KEY) or 0)
+            self._pending = None
+            self._spans = self._span_builder()
+            if "traces" in self._exporters:
+                self._rebuild_open_sessions()
+            self.metrics.set_relay_state(self._breaker.state)
+            log.info("relay leading", extra=self.status())
+        elif self._leading and not leading:
+            self._pending = None
+            self.metrics.set_relay_state(STANDBY)
+            self.metrics.relay_backlog.set(0)  # the leader reports the backlog
+            self.metrics.relay_lag.set(0)
+            log.warning("relay lock lost: another collector exports")
+        self._leading = leading
+        return leading
 
     def _step(self) -> bool:
         """Build (if needed) and send one batch; False when there was nothing to do."""
@@ -224,12 +254,12 @@ class Relay:
 
     def _next_batch(self) -> _Batch | None:
         with self.store.reader() as conn:
-            cur = conn.cursor()
-            cur.row_factory = sqlite3.Row
-            rows = cur.execute(
-                f"SELECT {EVENT_SELECT} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (self.cursor, self.config.batch_events),
-            ).fetchall()
+            rows = dict_rows(
+                conn.execute(
+                    f"SELECT {EVENT_SELECT} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (self.cursor, self.config.batch_events),
+                )
+            )
         if not rows:
             if "traces" not in self._exporters:
                 return None
@@ -274,12 +304,12 @@ class Relay:
     # -- state rebuilt from the store ------------------------------------------------------
     def _history(self, session_id: str, before_seq: int) -> Iterator[Decoded]:
         with self.store.reader() as conn:
-            cur = conn.cursor()
-            cur.row_factory = sqlite3.Row
-            rows = cur.execute(
-                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq",
-                (session_id, before_seq),
-            ).fetchall()
+            rows = dict_rows(
+                conn.execute(
+                    f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq < ? ORDER BY seq",
+                    (session_id, before_seq),
+                )
+            )
         return (_decode(r) for r in rows)
 
     def _rebuild_open_sessions(self) -> None:

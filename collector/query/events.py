@@ -6,7 +6,6 @@ Event pages sort on (ts, seq): seq is the rowid, which every SQLite index ends w
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import orjson
 from collector.otlp import ids as otlp_ids
 from collector.payloads import EVENT_SELECT, PAYLOAD_TEXT
 from collector.query.params import Page, QueryError, decode_cursor, encode_cursor
+from collector.store.sql import Connection
 from collector.vocabulary import (
     ERROR,
     OUTCOMES,
@@ -89,9 +89,10 @@ class EventFilter:
             clauses.append("ts < ?")
             args.append(self.end)
         if text and self.q is not None:
-            # Over the redacted JSON text, unpacked; LIKE is case-insensitive for ASCII.
-            escaped = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append(f"{PAYLOAD_TEXT} LIKE ? ESCAPE '\\'")
+            # Over the redacted JSON text, unpacked; case-insensitive for ASCII in both engines
+            # (SQLite's LIKE already is, PostgreSQL's is not).
+            escaped = self.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append(f"lower({PAYLOAD_TEXT}) LIKE ? ESCAPE '\\'")
             args.append(f"%{escaped}%")
         return clauses, args
 
@@ -116,7 +117,7 @@ def event_json(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def list_events(
-    conn: sqlite3.Connection,
+    conn: Connection,
     flt: EventFilter,
     limit: int,
     cursor: str | None,

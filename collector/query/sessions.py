@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ from collector import events
 from collector.accounting import SessionCost
 from collector.query.params import Page, QueryError, decode_cursor, encode_cursor
 from collector.query.tree import trace_id
+from collector.store.sql import Connection
 
 SESSION_STATUSES = ("active", "idle", "ended")
 
@@ -56,7 +56,7 @@ def session_json(row: Sequence[Any], now_ms: int, idle_ms: int) -> dict[str, Any
 
 
 def list_sessions(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     source_app: str | None,
     start: int | None,
@@ -110,7 +110,7 @@ def list_sessions(
 
 
 def get_session(
-    conn: sqlite3.Connection, session_id: str, idle_ms: int, now_ms: int | None = None
+    conn: Connection, session_id: str, idle_ms: int, now_ms: int | None = None
 ) -> dict[str, Any] | None:
     row = conn.execute(
         f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import orjson
 from collector.events import batch_calls
 from collector.payloads import PAYLOAD_TEXT
 from collector.query.events import EventFilter
+from collector.store.sql import Connection
 from collector.vocabulary import (
     BLOCKED,
     ERROR,
@@ -32,7 +32,7 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 
 
 def tool_stats(
-    conn: sqlite3.Connection, start: int | None, end: int | None, source_app: str | None = None
+    conn: Connection, start: int | None, end: int | None, source_app: str | None = None
 ) -> list[dict[str, Any]]:
     """Per tool, over calls that finished in [start, end): calls, errors, blocked, error rate and
     the mean, p50, p95, p99 of the duration (calls with both ends seen)."""
@@ -74,7 +74,7 @@ _ENDS = tuple(sorted(TOOL_END_EVENTS))
 
 
 def _unrun_calls(
-    conn: sqlite3.Connection, start: int | None, end: int | None, source_app: str | None
+    conn: Connection, start: int | None, end: int | None, source_app: str | None
 ) -> list[str | None]:
     """Tool names of the calls that PostToolBatch events in the window list and that have no end
     event of their own: they never ran (events.batch_calls). Looked up per session, on the
@@ -101,7 +101,7 @@ def _unrun_calls(
 
 
 def tool_loops(
-    conn: sqlite3.Connection, start: int | None, end: int | None, threshold: int
+    conn: Connection, start: int | None, end: int | None, threshold: int
 ) -> list[dict[str, Any]]:
     """Runs of the same tool call (tool name and identical input) repeated more than threshold
     times in a row by one agent of a session: the staleness that agentwatch_agent_loops_total

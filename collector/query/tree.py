@@ -3,7 +3,6 @@ that started it, by collector/launches.py) and the tool calls of each."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,7 @@ from collector.events import batch_calls
 from collector.launches import Call, Failure, Sighting, attribute, subagent_type
 from collector.otlp import ids as otlp_ids
 from collector.payloads import AGENT_TYPE, PAYLOAD_TEXT
+from collector.store.sql import Connection
 from collector.vocabulary import (
     BLOCKED,
     OUTCOMES,
@@ -76,14 +76,14 @@ _SUBAGENT_TOOLS = ", ".join(f"'{t}'" for t in sorted(SUBAGENT_TOOLS))
 
 _TREE_SELECT = (
     "SELECT seq, ts, nullif(agent_id, session_id), nullif(parent_agent_id, session_id), "
-    f"CASE WHEN agent_id NOT NULL THEN {AGENT_TYPE} END, {_STEP}, tool_name, tool_use_id, "
+    f"CASE WHEN agent_id IS NOT NULL THEN {AGENT_TYPE} END, {_STEP}, tool_name, tool_use_id, "
     f"CASE WHEN hook_event = '{HookEvent.PRE_TOOL_USE}' AND tool_name IN ({_SUBAGENT_TOOLS}) "
     f"OR hook_event = '{HookEvent.POST_TOOL_BATCH}' "
     f"THEN {PAYLOAD_TEXT} END FROM events WHERE session_id = ? ORDER BY ts, seq"
 )
 
 
-def session_tree(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
+def session_tree(conn: Connection, session_id: str) -> dict[str, Any] | None:
     """The agent hierarchy of a session: the main agent, its subagents (each with the Task/Agent
     tool call that started it, by collector/launches.py), and the tool calls of each agent with
     durations and outcomes. One pass over the session's rows, in time order (10,000 rows and 1,000

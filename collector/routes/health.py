@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector.auth import check_token
 from collector.context import AppContext
 from collector.responses import json_response
-from collector.store import Store
+from collector.store import EventStore
 
 SATURATION = 0.9  # not ready above this share of the writer queue
 
@@ -24,7 +24,7 @@ class StoreProbe:
     another (a stuck writer holds one thread, not one per request) and reports the failure as
     it stands."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: EventStore) -> None:
         self.store = store
         self.running = False  # only read and written on the event loop
 

@@ -11,7 +11,6 @@ oldest of them: they are counted in agentwatch_stream_dropped_total and announce
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -25,6 +24,7 @@ from starlette.responses import StreamingResponse
 from collector.context import AppContext, require_token
 from collector.query import events as query_events
 from collector.routes.query import ERRORS, Filter
+from collector.store.sql import Connection
 
 PAGE = 500
 
@@ -73,13 +73,13 @@ class StreamHub:
             return fn(conn, *args)
 
     @staticmethod
-    def head(conn: sqlite3.Connection) -> int:
+    def head(conn: Connection) -> int:
         row = conn.execute("SELECT max(seq) FROM events").fetchone()
         return int(row[0] or 0)
 
     @staticmethod
     def catch_up(
-        conn: sqlite3.Connection, flt: query_events.EventFilter, after: int, backlog: int
+        conn: Connection, flt: query_events.EventFilter, after: int, backlog: int
     ) -> tuple[int, int, list[tuple[Any, ...]]]:
         """(dropped, new position, rows): skip what lies beyond the backlog, then a page."""
         clauses, args = flt.where()
