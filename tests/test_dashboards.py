@@ -60,6 +60,7 @@ VARIABLE_VALUES = {
     "native_model": ".*",
     "outcome": ".*",
     "search": "",
+    "session": "",
     "__rate_interval": "1m",
     "__interval": "1m",
     "__auto": "1m",
@@ -73,9 +74,13 @@ VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 # OTLP to the collector, so its api_request, api_error, tool_result, ... events are
 # {service_name="agentwatch"} records with agentwatch_hook_event="claude_code.<name>", and carry
 # the relay's attributes (dots made underscores), not Claude Code's (no event_name, cost_usd,
-# duration_ms). test_loki_fields_and_values_are_what_the_relay_sends checks this list against the
-# real relay. Queries may use nothing else.
-STREAM_LABELS = {"service_name"}
+# duration_ms; an api_request's cost is the relay's agentwatch_cost_usd). The relay's
+# agentwatch.machine_id is a stream label in Loki: the otel-collector moves it to the resource
+# (groupbyattrs/machine) and Loki indexes it (tests/test_loki_streams.py).
+# test_loki_fields_and_values_are_what_the_relay_sends checks these lists against the real relay.
+# Queries may use nothing else.
+RESOURCE_LABELS = {"agentwatch_machine_id"}
+STREAM_LABELS = {"service_name"} | RESOURCE_LABELS
 AGENTWATCH_FIELDS = {
     "gen_ai_conversation_id",
     "gen_ai_agent_id",
@@ -93,11 +98,14 @@ AGENTWATCH_FIELDS = {
     "agentwatch_event_id",
     "agentwatch_error",
     "agentwatch_detail",
+    "agentwatch_cost_usd",
 }
 # What Loki adds to every record: its trace context and severity, and the label a pipeline
 # stage sets when it fails (`| unwrap x | __error__=""` drops those samples).
 RECORD_FIELDS = {"trace_id", "span_id", "severity_text", "__error__"}
 FIELDS_BY_SERVICE = {"agentwatch": AGENTWATCH_FIELDS | RECORD_FIELDS}
+# A label a query makes itself (`| label_format ts_ms=...`) may be used after it in that query.
+LABEL_FORMAT = re.compile(r"\|\s*label_format\s+(\w+)\s*=")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -287,6 +295,18 @@ def test_every_variable_is_used(path: Path) -> None:
         assert f"${name}" in queries or f"${{{name}" in queries, f"${name} is never used"
 
 
+def cell_links(panel: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """The data links a table panel puts on the cells of one field (by its name in the frame)."""
+    return [
+        link
+        for override in panel.get("fieldConfig", {}).get("overrides", [])
+        if override["matcher"] == {"id": "byName", "options": field}
+        for prop in override["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+
+
 def test_sessions_rows_link_to_their_trace() -> None:
     dashboard = load(REPO / "grafana" / "dashboards" / "agentwatch-sessions.json")
     links = [
@@ -299,7 +319,233 @@ def test_sessions_rows_link_to_their_trace() -> None:
     ]
     assert any(link.get("internal", {}).get("datasourceUid") == "tempo" for link in links)
     names = {v["name"]: v["type"] for v in dashboard["templating"]["list"]}
-    assert names == {"source_app": "query", "outcome": "custom", "search": "textbox"}
+    assert names == {
+        "source_app": "query",
+        "outcome": "custom",
+        "search": "textbox",
+        "session": "textbox",
+    }
+
+
+@pytest.mark.parametrize("title", ["Sessions", "Waiting for input now"])
+def test_a_session_cell_links_to_its_trace_its_events_and_the_filtered_dashboard(
+    title: str,
+) -> None:
+    """Prometheus has no session label (the metrics contract forbids it) and Tempo exports a
+    session's trace only once it ends: the per-session tables come from Loki, one row per
+    (session id, trace_id) -- every relayed event of a session carries the same trace_id."""
+    dashboard = load(REPO / "grafana" / "dashboards" / "agentwatch-sessions.json")
+    (panel,) = [p for p in all_panels(dashboard) if p["title"] == title]
+    assert panel["datasource"]["type"] == "loki"
+    for target in panel["targets"]:
+        assert "by (gen_ai_conversation_id, trace_id, agentwatch_source_app)" in target["expr"]
+    links = cell_links(panel, "gen_ai_conversation_id")
+    by_uid = {link.get("internal", {}).get("datasourceUid"): link for link in links}
+    assert by_uid["tempo"]["internal"]["query"]["query"] == "${__data.fields.trace_id}"
+    assert 'gen_ai_conversation_id="${__value.raw}"' in by_uid["loki"]["internal"]["query"]["expr"]
+    assert any("var-session=${__value.raw}" in link["url"] for link in links)
+
+
+def test_the_sessions_table_has_the_columns_a_person_asks_for() -> None:
+    dashboard = load(REPO / "grafana" / "dashboards" / "agentwatch-sessions.json")
+    (panel,) = [p for p in all_panels(dashboard) if p["title"] == "Sessions"]
+    names = {
+        prop["value"]
+        for override in panel["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "displayName"
+    }
+    assert names >= {"Session", "Start", "Duration", "Status", "Model", "Errors", "Cost", "Trace"}
+
+
+def test_the_session_cost_is_what_claude_code_says_an_api_request_cost() -> None:
+    """Per-event cost reaches Loki only on Claude Code's own api_request events (the relay's
+    agentwatch.cost_usd); hook events carry none, and the panel says so."""
+    panel = find_panel("agentwatch-sessions.json", "Sessions")
+    (target,) = [t for t in panel["targets"] if "unwrap agentwatch_cost_usd" in t["expr"]]
+    assert target["expr"].startswith("sum by (")
+    assert "sum_over_time(" in target["expr"]
+    assert 'agentwatch_hook_event="claude_code.api_request"' in target["expr"]
+    assert "hook-only" in panel["description"]
+
+
+# -- numbers that are right (issue 15) --------------------------------------------------------
+
+
+def prometheus_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(dashboard file, panel, target) of every PromQL target."""
+    return [
+        (path.name, panel, target)
+        for path in DASHBOARDS
+        for panel in all_panels(load(path))
+        for target in panel.get("targets", [])
+        if (target.get("datasource") or {}).get("type") == "prometheus"
+    ]
+
+
+def find_panel(file: str, title: str) -> dict[str, Any]:
+    (panel,) = [
+        p for p in all_panels(load(REPO / "grafana" / "dashboards" / file)) if p["title"] == title
+    ]
+    return panel
+
+
+def test_no_count_depends_on_the_zoom() -> None:
+    """increase() or `offset` over $__rate_interval gives a number that changes with the zoom
+    (the window grows with the step): rates per minute, or a recording rule's fixed window."""
+    zoomed = re.compile(r"(increase\([^\[]*\[\$__rate_interval\]|offset \$__rate_interval)")
+    found = [
+        f"{file} / {panel['title']}: {target['expr']}"
+        for file, panel, target in prometheus_targets()
+        if zoomed.search(target["expr"])
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_totals_over_the_range_count_a_series_born_inside_it() -> None:
+    """increase(x[$__range]) alone misses the first value of a series born inside the range
+    (Claude Code's counters of a developer's first session, a new model): every counter summed
+    over the range is counted the way the alerts count (`x unless x offset W or increase`)."""
+    bare = re.compile(r"increase\((\w+)(\{[^}]*\})?\[\$__range\]\)")
+    problems = []
+    for file, panel, target in prometheus_targets():
+        for match in bare.finditer(target["expr"]):
+            metric = match.group(1)
+            if f"{metric} offset $__range" not in target["expr"] and metric not in PRECREATED:
+                problems.append(f"{file} / {panel['title']}: increase({metric}) alone")
+    assert not problems, "\n".join(problems)
+
+
+# Counters the collector creates at 0 before their first increment (collector/metrics.py).
+PRECREATED = {"agentwatch_hook_spool_dropped_total"}
+
+
+def test_firing_alerts_leave_the_watchdog_out() -> None:
+    (target,) = find_panel("agentwatch-overview.json", "Firing alerts")["targets"]
+    assert 'alertname!="Watchdog"' in target["expr"]
+
+
+@pytest.mark.parametrize("title", ["Relay state", "Build"])
+def test_state_and_version_show_their_name_not_1(title: str) -> None:
+    panel = find_panel("agentwatch-health.json", title)
+    assert panel["options"]["textMode"] == "name"
+    (target,) = panel["targets"]
+    assert target["legendFormat"] in {"{{state}}", "{{version}}"}
+
+
+def test_store_errors_are_not_drawn_in_seconds() -> None:
+    panel = find_panel("agentwatch-health.json", "Store write time and errors")
+    (errors,) = [t for t in panel["targets"] if "store_errors" in t["expr"]]
+    units = [
+        prop["value"]
+        for o in panel["fieldConfig"]["overrides"]
+        if o["matcher"] == {"id": "byFrameRefID", "options": errors["refId"]}
+        for prop in o["properties"]
+        if prop["id"] == "unit"
+    ]
+    assert units and units[-1] != "s"
+
+
+def test_request_latency_leaves_the_stream_out() -> None:
+    for target in find_panel("agentwatch-health.json", "Request latency p50 / p99")["targets"]:
+        assert 'route!="/v1/stream"' in target["expr"]
+
+
+def test_active_time_is_per_developer_not_summed() -> None:
+    panel = find_panel("claude-code-telemetry.json", "Active time by developer")
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("sum by (user) (rate(claude_code_active_time_seconds_total")
+
+
+@pytest.mark.parametrize(
+    ("file", "title"),
+    [
+        ("agentwatch-overview.json", "Tool error ratio"),
+        ("agentwatch-tools.json", "Tools over the time range"),
+        ("agentwatch-tools.json", "Error ratio by tool"),
+    ],
+)
+def test_tool_error_ratios_need_the_alerts_minimum_of_calls(file: str, title: str) -> None:
+    ratios = [
+        t
+        for t in find_panel(file, title)["targets"]
+        if ('outcome="error"' in t["expr"] and "/" in t["expr"]) or "errors:ratio" in t["expr"]
+    ]
+    assert ratios
+    for target in ratios:
+        assert "agentwatch:threshold:tool_error_min_calls" in target["expr"], target["expr"]
+
+
+def recorded_names() -> set[str]:
+    return {
+        rule["record"]
+        for path in sorted((REPO / "alerts").glob("*.rules.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def test_recording_rules_a_dashboard_reads_exist() -> None:
+    recorded = recorded_names()
+    used = {
+        (file, name)
+        for file, _, target in prometheus_targets()
+        for name in re.findall(r"\b[a-z_]+:[a-z0-9_:]+\b", target["expr"])
+    }
+    missing = sorted(f"{file}: {name}" for file, name in used if name not in recorded)
+    assert not missing, missing
+
+
+def test_the_budget_gauge_reads_what_the_budget_alerts_compare() -> None:
+    rules = [
+        rule
+        for group in yaml.safe_load((REPO / "alerts" / "budget.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    alert_names = {n for r in rules for n in re.findall(r"\b[a-z_]+:[a-z0-9_:]+\b", r["expr"])}
+    panel = find_panel("agentwatch-cost.json", "Spend vs daily budget")
+    assert panel["type"] == "gauge"
+    gauge_names = {
+        n for t in panel["targets"] for n in re.findall(r"\b[a-z_]+:[a-z0-9_:]+\b", t["expr"])
+    }
+    assert gauge_names == alert_names
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert {"color": "red", "value": 1} in steps  # 100% of the budget: where the alert fires
+
+
+# The Health row's metrics, as the pinned images name them (docker-compose.monitoring.yml):
+# otel-collector-contrib 0.135 (internal telemetry through its Prometheus reader: `_total` on
+# counters, the {records} unit dropped), Loki 3.5 (pkg/validation), Tempo 2.8
+# (modules/overrides), Prometheus 3.5 and Alertmanager 0.28. Prometheus and Alertmanager run
+# in tests/test_dashboards_promql.py; the others have no binary here.
+STACK_METRICS = {
+    "otelcol_exporter_send_failed_log_records_total",
+    "otelcol_exporter_send_failed_spans_total",
+    "otelcol_receiver_refused_log_records_total",
+    "otelcol_receiver_refused_spans_total",
+    "otelcol_exporter_enqueue_failed_log_records_total",
+    "otelcol_exporter_enqueue_failed_spans_total",
+    "otelcol_exporter_queue_size",
+    "otelcol_exporter_queue_capacity",
+    "loki_discarded_samples_total",
+    "tempo_discarded_spans_total",
+    "prometheus_config_last_reload_successful",
+    "prometheus_rule_evaluation_failures_total",
+    "prometheus_notifications_errors_total",
+    "prometheus_notifications_dropped_total",
+    "alertmanager_config_last_reload_successful",
+    "alertmanager_notifications_failed_total",
+}
+
+
+def test_the_health_row_draws_every_loss_after_the_relay() -> None:
+    dashboard = load(REPO / "grafana" / "dashboards" / "agentwatch-health.json")
+    exprs = " ".join(t["expr"] for p in all_panels(dashboard) for t in p.get("targets", []))
+    used = set(re.findall(r"\b(?:otelcol|loki|tempo|prometheus|alertmanager)_\w+", exprs))
+    assert used == STACK_METRICS
 
 
 LOKI_TARGETS = list(targets("loki"))
@@ -332,7 +578,7 @@ def test_logql_parses_and_uses_only_contract_labels() -> None:
         if service not in FIELDS_BY_SERVICE:
             problems.append(f"{where}: nothing sends service_name={service!r} to Loki")
             continue
-        allowed = FIELDS_BY_SERVICE[service]
+        allowed = FIELDS_BY_SERVICE[service] | set(LABEL_FORMAT.findall(result["expr"]))
         unknown = set(result["fields"]) - allowed - STREAM_LABELS
         if unknown:
             problems.append(f"{where}: fields {sorted(unknown)} are not produced for this service")
@@ -414,10 +660,11 @@ def test_loki_fields_and_values_are_what_the_relay_sends(tmp_path: Path) -> None
         for key, value in record["attributes"].items():
             values.setdefault(loki_name(key), set()).add(str(value))
     assert {"claude_code.api_request", "PostToolUse"} <= values["agentwatch_hook_event"]
-    assert set(values) == AGENTWATCH_FIELDS, (
+    relayed = AGENTWATCH_FIELDS | RESOURCE_LABELS
+    assert set(values) == relayed, (
         "the relay's attributes changed: update AGENTWATCH_FIELDS (the Loki contract) and the "
-        f"queries; relay-only {sorted(set(values) - AGENTWATCH_FIELDS)}, "
-        f"contract-only {sorted(AGENTWATCH_FIELDS - set(values))}"
+        f"queries; relay-only {sorted(set(values) - relayed)}, "
+        f"contract-only {sorted(relayed - set(values))}"
     )
     problems = []
     for where, expr in logql_queries():

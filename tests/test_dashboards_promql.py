@@ -12,6 +12,15 @@ can only show 0 where the session had something to show is as broken as an empty
 series born at its first increment, which increase() alone never sees, looks just like that).
 The few targets whose data may really be 0 here are listed in EXPECTED_ZERO with the reason.
 Each variable's label_values() must offer values.
+
+Then the real Claude Code (tests/support/claude.py, against the scripted Messages API) works in
+the demo's project with its telemetry on: the hook-derived series and its own claude_code_*
+series rise from a real client, so per-minute rates have something to show. The repo's rule
+files are loaded (the budget gauge, error-ratio guards and thresholds read recording rules), and
+the Health row's Prometheus and Alertmanager panels read the real binaries, each made to fail the
+way the panel watches for: a rule that cannot be evaluated, an Alertmanager that Prometheus cannot
+reach, a webhook receiver nobody listens on. The otel-collector, Loki and Tempo have no binary
+here: their targets must still run, and may only come back empty (NOT_RUN_HERE).
 """
 
 from __future__ import annotations
@@ -25,15 +34,25 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
 from demo.replay import HOOK, RECORDING, load, replay
+from tests.support.claude import Claude
+from tests.support.fake_anthropic import FakeAnthropic, Reply, ToolUse
 from tests.support.otlp_receiver import GrpcReceiver
-from tests.support.procs import start_collector, start_prometheus, wait_until
-from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config
+from tests.support.procs import (
+    free_port,
+    start_alertmanager,
+    start_collector,
+    start_prometheus,
+    wait_until,
+)
+from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config, repo_rule_files
+from tests.test_claude_code import TELEMETRY
 from tests.test_dashboards import DASHBOARDS, all_panels, substitute
 from tests.test_dashboards import load as load_dashboard
 
@@ -52,12 +71,19 @@ EXPECTED_ZERO = {
     ("agentwatch-health.json", "Relay exported / failed per s", "B"): "the receiver took all",
     ("agentwatch-health.json", "Relay backlog", "A"): "the relay keeps up with the demo",
     ("agentwatch-health.json", "Relay lag", "A"): "the relay keeps up with the demo",
-    ("agentwatch-overview.json", "Firing alerts", "A"): "no rules are loaded here",
+    ("agentwatch-overview.json", "Firing alerts", "A"): (
+        "only the Watchdog fires (left out: the test checks it fires); every other alert's for: "
+        "outlasts the test"
+    ),
     ("agentwatch-overview.json", "Waiting for input", "A"): (
         "the demo's permission prompt is answered long before the collector's wait threshold"
     ),
-    ("agentwatch-overview.json", "Loops and waiting for input", "B"): (
+    ("agentwatch-overview.json", "Loops / min and sessions waiting for input", "B"): (
         "the demo's permission prompt is answered long before the collector's wait threshold"
+    ),
+    ("agentwatch-health.json", "Notification failures / min", "C"): (
+        "the reachable Alertmanager took every alert: Prometheus drops alerts only when no "
+        "Alertmanager does"
     ),
     ("claude-code-telemetry.json", "Commits", "A"): (
         "the recorded Claude Code sessions made no commit (Claude Code sends "
@@ -67,6 +93,106 @@ EXPECTED_ZERO = {
         "the recorded Claude Code sessions opened no pull request"
     ),
 }
+
+
+# Metric name prefixes of the stack components with no binary on the development and CI
+# machines: their targets run (Prometheus parses and evaluates them) and may come back empty.
+NOT_RUN_HERE = ("otelcol_", "loki_", "tempo_")
+# A rule Prometheus cannot evaluate: both series have the labels {instance, job} once renamed.
+BROKEN_RULE = {
+    "groups": [
+        {
+            "name": "broken-on-purpose",
+            "rules": [
+                {
+                    "record": "test:same_labels_twice",
+                    "expr": '{__name__=~"up|scrape_samples_scraped",job="prometheus"}',
+                }
+            ],
+        }
+    ]
+}
+
+
+def alertmanager_to_nobody(dead: str) -> str:
+    """Alertmanager whose only receiver is a webhook nobody listens on: every delivery fails."""
+    return yaml.safe_dump(
+        {
+            "route": {
+                "receiver": "people",
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "people",
+                    "webhook_configs": [{"url": f"http://{dead}/hook", "send_resolved": False}],
+                }
+            ],
+        }
+    )
+
+
+def prometheus_config(collector: int, prometheus: int, alertmanager: int, rules: Path) -> str:
+    """The repo's config scraping the collector, Prometheus and Alertmanager, with the repo's
+    rules plus the broken one, and alerts to the real Alertmanager and to one that is not there."""
+    text = derive_config(
+        REPO_PROMETHEUS_YML.read_text(),
+        {
+            "agentwatch-collector": f"127.0.0.1:{collector}",
+            "prometheus": f"127.0.0.1:{prometheus}",
+            "alertmanager": f"127.0.0.1:{alertmanager}",
+        },
+        alertmanager=f"127.0.0.1:{alertmanager}",
+        rule_files=[*repo_rule_files(), str(rules)],
+        scrape_interval=SCRAPE,
+        evaluation_interval=SCRAPE,
+    )
+    config = yaml.safe_load(text)
+    dead = f"127.0.0.1:{free_port()}"
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"].append(dead)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def real_claude_code_session(root: Path, collector_url: str, source_app: str) -> None:
+    """The real Claude Code, headless, in the demo's project, with its telemetry on: a subagent
+    (general-purpose, as in the demo), a tool call repeated into a loop, a command a deny rule refuses."""
+    api = FakeAnthropic().start()
+    try:
+        env = TELEMETRY | {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector_url,
+            "AGENTWATCH_SOURCE_APP": source_app,
+        }
+        claude = Claude(root, api.url, collector_url, env_extra=env)
+        launch = ToolUse(
+            "Agent",
+            {
+                "subagent_type": "general-purpose",
+                "description": "look around",
+                "prompt": "[[dash-sub]] list the files",
+            },
+        )
+        again = [ToolUse("Bash", {"command": "ls", "description": "list"}) for _ in range(7)]
+        # Refused by a deny rule: a blocked Bash call, like the demo's interrupted one.
+        denied = ToolUse("Bash", {"command": "touch denied.txt", "description": "touch"})
+        api.script.conversations["[[dash]]"] = [
+            Reply(tools=[launch], input=2000, output=30, cache_read=500),
+            Reply(tools=again, input=2100, output=40),
+            Reply(tools=[denied], input=2200, output=20),
+            Reply(text="Done.", input=2300, output=10),
+        ]
+        api.script.conversations["[[dash-sub]]"] = [
+            Reply(tools=[ToolUse("Bash", {"command": "pwd", "description": "where"})]),
+            Reply(text="One directory.", input=900, output=8),
+        ]
+        run = claude.headless(
+            "[[dash]] look around",
+            *("--allowedTools", "Bash,Agent", "--disallowedTools", "Bash(touch:*)"),
+        )
+        assert run.returncode == 0, run.stderr
+    finally:
+        api.stop()
 
 
 def query(prom: str, expr: str, instant: bool) -> list[Any]:
@@ -188,16 +314,21 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
     }
     collector = start_collector(tmp_path / "collector", relay)
-    config = derive_config(
-        REPO_PROMETHEUS_YML.read_text(),
-        {"agentwatch-collector": f"127.0.0.1:{collector.port}"},
-        alertmanager=None,
-        rule_files=[],
-        scrape_interval=SCRAPE,
-        evaluation_interval=SCRAPE,
+    (tmp_path / "am").mkdir()
+    am = start_alertmanager(tmp_path / "am", alertmanager_to_nobody(f"127.0.0.1:{free_port()}"))
+    broken = tmp_path / "broken.rules.yml"
+    broken.write_text(yaml.safe_dump(BROKEN_RULE))
+    # Prometheus picks its port as it starts: then it is told to scrape itself, by a reload.
+    prom = start_prometheus(
+        tmp_path,
+        prometheus_config(collector.port, free_port(), am.port, broken),
+        ["--rules.alert.resend-delay=1s"],
     )
-    prom = start_prometheus(tmp_path, config)
     try:
+        (tmp_path / "prometheus.yml").write_text(
+            prometheus_config(collector.port, prom.port, am.port, broken)
+        )
+        assert httpx.post(prom.url + "/-/reload", timeout=10).status_code == 200
         # One scrape before the demo, so counters are seen rising (rate() > 0), not born high.
         wait_until(
             lambda: scalar(prom.url, 'up{job="agentwatch-collector"}') == 1, 30, "first scrape"
@@ -245,6 +376,19 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
             30,
             f"{finished} tool calls scraped",
         )
+        # A real client's session in the same project, after the demo's series were scraped.
+        demo_app = Path(load(RECORDING)[0]["input"]["cwd"]).name
+        real_claude_code_session(tmp_path / "claude", collector.url, demo_app)
+        wait_until(
+            lambda: (scalar(prom.url, "sum(agentwatch_tool_calls_total)") or 0) >= finished + 9,
+            60,
+            "the real session's tool calls scraped",
+        )
+        wait_until(
+            lambda: (native_cost(prom.url) or 0) > 2 * once,
+            60,
+            "the real session's own metrics scraped",
+        )
         wait_until(
             lambda: (
                 (scalar(prom.url, "sum(rate(agentwatch_events_total[1m]))") or 0) > 0
@@ -268,8 +412,29 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
             "two scrapes after the alert notification",
         )
 
+        # The rules: recorded, and the Watchdog firing (the one alert "Firing alerts" leaves out).
+        wait_until(
+            lambda: (scalar(prom.url, "agentwatch:cost_usd:increase24h") or 0) > 0,
+            30,
+            "the budget recording rules evaluated",
+        )
+        wait_until(
+            lambda: bool(query(prom.url, 'ALERTS{alertname="Watchdog"}', instant=True)),
+            30,
+            "the Watchdog firing",
+        )
+        # Each failure the Health row draws from a real binary, seen rising.
+        for failing in (
+            "prometheus_rule_evaluation_failures_total",
+            "prometheus_notifications_errors_total",
+            "alertmanager_notifications_failed_total",
+        ):
+            rising = f"sum(rate({failing}[1m])) > 0"
+            wait_until(lambda q=rising: bool(query(prom.url, q, True)), 60, rising)
+
         problems = []
         targets = set()
+        absent, no_binary = set(), set()
         checked = 0
         for path in DASHBOARDS:
             dashboard = load_dashboard(path)
@@ -287,7 +452,11 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
                     except AssertionError as exc:
                         problems.append(f"{where}: {exc}")
                         continue
-                    if not result:
+                    if any(p in expr for p in NOT_RUN_HERE):
+                        no_binary.add(key)
+                    if not result and key in no_binary:
+                        absent.add(key)
+                    elif not result:
                         problems.append(f"{where}: no data for {expr}")
                     elif only_zero_or_nan(result) and key not in EXPECTED_ZERO:
                         problems.append(f"{where}: only 0 or NaN for {expr}")
@@ -305,6 +474,10 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
                 if not values:
                     problems.append(f"{path.name}: ${variable['name']} offers no values")
         assert checked > 50
+        # Only the Health row's otel-collector, Loki and Tempo targets came back empty.
+        assert absent == no_binary and {file for file, _, _ in absent} == {
+            "agentwatch-health.json"
+        }, absent
         stale = sorted(set(EXPECTED_ZERO) - targets)
         assert not stale, f"EXPECTED_ZERO names targets that are gone: {stale}"
         assert not problems, "\n".join(problems)
@@ -313,5 +486,6 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
         assert [r["metric"]["job"] for r in jobs] == ["agentwatch-collector"]
     finally:
         prom.stop()
+        am.stop()
         collector.stop()
         receiver.stop()

@@ -145,3 +145,16 @@ def test_every_datasource_uid_a_dashboard_uses_is_provisioned(
             assert uid in datasources, f"{path.name}: datasource uid {uid!r} is not provisioned"
             if isinstance(ref, dict) and "type" in ref:
                 assert ref["type"] == datasources[uid]["type"], f"{path.name}: {ref}"
+
+
+def test_exemplars_link_to_tempo_by_the_label_tempo_gives_them(
+    datasources: dict[str, dict[str, Any]], stack: dict[str, Any]
+) -> None:
+    """The only exemplars in Prometheus are those Tempo's metrics-generator remote-writes with
+    its span metrics, labelled `traceID`; Prometheus keeps them only with exemplar-storage."""
+    tempo = yaml.safe_load((REPO / "tempo" / "config.yaml").read_text())
+    writes = tempo["metrics_generator"]["storage"]["remote_write"]
+    assert all(w.get("send_exemplars") for w in writes)
+    assert "--enable-feature=exemplar-storage" in stack["services"]["prometheus"]["command"]
+    (dest,) = datasources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert (dest["name"], dest["datasourceUid"]) == ("traceID", "tempo")
