@@ -17,6 +17,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -24,7 +25,8 @@ from prometheus_client.registry import Collector
 
 from collector import __version__
 
-RELAY_STATES = ("ok", "delayed", "circuit_open", "disabled")
+# standby: another collector sharing the PostgreSQL store exports (collector/otlp/relay.py).
+RELAY_STATES = ("ok", "delayed", "circuit_open", "standby", "disabled")
 REJECT_REASONS = (
     "malformed_json",
     "malformed_body",  # not protobuf, JSON or gzip of the kind it says (OTLP routes)
@@ -198,7 +200,7 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
         loops=Counter(
             p + "agent_loops_total",
             "Runs of the same tool call repeated more than N times in a row.",
-            ["tool"],
+            ["tool", "source_app"],
             registry=registry,
         ),
         http_duration=Histogram(
@@ -260,6 +262,10 @@ def build_metrics(registry: CollectorRegistry, label_cap: int = 200) -> Metrics:
         ),
     )
     Info(p + "build", "Build information.", registry=registry).info({"version": __version__})
+    # process_resident_memory_bytes, process_start_time_seconds, ...: the collector's memory
+    # against its container limit and its restarts (alerts/collector.rules.yml). On this
+    # registry, not the global one; it reads /proc, so elsewhere it exposes nothing.
+    ProcessCollector(registry=registry)
     # Series for the bounded label sets start at 0, so rate() and alerts see them from the start.
     for reason in REJECT_REASONS:
         m.rejected.labels(reason=reason)

@@ -19,7 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.native.events import PREFIX as NATIVE_PREFIX
 from collector.vocabulary import HOOKED_EVENTS, HookEvent
-from tests.support.procs import REPO, require_binary, start_collector
+from tests.support.procs import (
+    REPO,
+    require_binary,
+    start_alertmanager,
+    start_collector,
+    start_prometheus,
+)
+from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config
+from tests.support.stack import resolved_config
 
 ALERTS = REPO / "alerts"
 RULE_FILES = sorted(ALERTS.glob("*.rules.yml"))
@@ -80,13 +88,16 @@ def alert_names() -> set[str]:
     return {a.name for a in alert_rules()}
 
 
-def metric_names(expr: str) -> set[str]:
-    """The agentwatch_* and claude_code_* series an expression reads (both are exposed by the
-    collector); recording-rule names (with ':') skipped."""
+def metric_names(
+    expr: str, prefixes: tuple[str, ...] = ("agentwatch_", "claude_code_", "process_")
+) -> set[str]:
+    """The series with these prefixes an expression reads (by default those the collector
+    exposes: its own, Claude Code's, and its process metrics); recording-rule names (with ':')
+    skipped."""
     return {
         token
         for token in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr)
-        if token.startswith(("agentwatch_", "claude_code_")) and ":" not in token
+        if token.startswith(prefixes) and ":" not in token
     }
 
 
@@ -129,10 +140,8 @@ def test_promtool_unit_tests_pin_the_for_duration(tmp_path: Path) -> None:
     shutil.copytree(ALERTS, tmp_path / "alerts")
     rules = tmp_path / "alerts" / "collector.rules.yml"
     text = rules.read_text()
-    changed = text.replace(
-        'up{job="agentwatch-collector"} == 0\n        for: 1m',
-        'up{job="agentwatch-collector"} == 0\n        for: 2m',
-    )
+    down = 'absent(up{job="agentwatch-collector"})\n        for: '
+    changed = text.replace(down + "1m", down + "2m")
     assert changed != text
     rules.write_text(changed)
     binary = require_binary("promtool")
@@ -156,7 +165,10 @@ def test_alert_conventions() -> None:
     assert len(rules) >= 25
     for a in rules:
         assert re.fullmatch(r"(Agentwatch|Agent)[A-Z][A-Za-z]+|Watchdog", a.name), a.name
-        assert a.severity in SEVERITIES, (a.name, a.severity)
+        # The Watchdog is no problem to act on: severity none (kube-prometheus), so severity
+        # routes, inhibitions and "firing alerts" counts leave it out.
+        expected = {"none"} if a.name == "Watchdog" else SEVERITIES
+        assert a.severity in expected, (a.name, a.severity)
         assert set(a.annotations) == {"summary", "description", "runbook_url"}, a.name
         summary = a.annotations["summary"]
         assert re.fullmatch(r"[A-Z][^\n]*\.", summary), (a.name, summary)
@@ -204,6 +216,35 @@ def test_thresholds_are_recorded_constants_all_used() -> None:
             text = rule["expr"] + str(rule.get("annotations", ""))
             used |= set(re.findall(r"agentwatch:threshold:[a-z0-9_]+", text))
     assert used == set(defined)
+
+
+def test_counters_are_read_by_their_total_names() -> None:
+    """Every series under rate()/increase() or an `unless ... offset` first-increment term is a
+    counter by its exposition name: `_total`, or a histogram's `_count`/`_bucket`/`_sum`. A
+    name without the suffix (as some exporters' docs still print them) matches nothing."""
+    counter_use = re.compile(
+        r"(?:\b(?:rate|increase)\(\s*|\bunless\s+)([a-z_][a-z0-9_]*)\b(?![:(])"
+    )
+    seen = 0
+    for _file, group in rule_groups():
+        for rule in group["rules"]:
+            for name in counter_use.findall(rule["expr"]):
+                seen += 1
+                assert name.endswith(("_total", "_count", "_bucket", "_sum")), (rule, name)
+    assert seen >= 20
+
+
+def test_collector_memory_threshold_is_the_compose_limit(tmp_path: Path) -> None:
+    """AgentwatchCollectorMemoryHigh compares against a constant: it must be the collector's
+    mem_limit in docker-compose.monitoring.yml (Prometheus cannot read a container's limit)."""
+    group = yaml.safe_load(THRESHOLDS.read_text())["groups"][0]
+    (limit,) = [
+        r["expr"]
+        for r in group["rules"]
+        if r["record"] == "agentwatch:threshold:collector_memory_limit_bytes"
+    ]
+    collector = resolved_config(tmp_path)["services"]["collector"]
+    assert limit == f"vector({int(collector['mem_limit'])})", (limit, collector["mem_limit"])
 
 
 # -- promtool unit-test coverage --------------------------------------------------------------
@@ -351,6 +392,20 @@ def scraped_sample_names(url: str) -> set[str]:
     return {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
+def prometheus_and_alertmanager_metric_names(tmp: Path) -> set[str]:
+    """The sample names Debian's Prometheus (the repo's rule files loaded, so per-group series
+    exist) and Alertmanager expose on their own /metrics."""
+    prom = start_prometheus(tmp, derive_config(REPO_PROMETHEUS_YML.read_text(), {}))
+    try:
+        am = start_alertmanager(tmp, "route:\n  receiver: r\nreceivers:\n  - name: r\n")
+        try:
+            return scraped_sample_names(prom.url) | scraped_sample_names(am.url)
+        finally:
+            am.stop()
+    finally:
+        prom.stop()
+
+
 @pytest.mark.e2e
 def test_every_metric_the_rules_read_is_exposed_by_the_collector(tmp_path: Path) -> None:
     """Hook events and a real Claude Code's own metrics (its OTLP export requests, recorded in
@@ -374,6 +429,30 @@ def test_every_metric_the_rules_read_is_exposed_by_the_collector(tmp_path: Path)
         proc.stop()
     missing = sorted(used - exposed)
     assert not missing, f"rules read metrics the collector does not expose: {missing}"
+
+
+COMPONENT_METRICS = ("prometheus_", "alertmanager_")
+
+
+@pytest.mark.e2e
+def test_every_prometheus_and_alertmanager_metric_the_rules_read_exists(tmp_path: Path) -> None:
+    """The rules on Prometheus' and Alertmanager's own metrics use names those binaries export:
+    Debian's Prometheus (with the repo's rule files loaded, so per-group series exist) and
+    Alertmanager, their /metrics read directly. (The otel-collector's, Loki's and Tempo's names
+    cannot be checked here: none of them runs on this machine.)"""
+    used = {
+        m
+        for _, g in rule_groups()
+        for r in g["rules"]
+        for m in metric_names(r["expr"], COMPONENT_METRICS)
+    }
+    assert {
+        "prometheus_config_last_reload_successful",
+        "prometheus_rule_evaluation_failures_total",
+        "alertmanager_notifications_failed_total",
+    } <= used
+    missing = sorted(used - prometheus_and_alertmanager_metric_names(tmp_path))
+    assert not missing, f"rules read metrics Prometheus/Alertmanager do not expose: {missing}"
 
 
 def test_hook_events_and_claude_codes_own_events_are_told_apart_as_the_collector_names_them() -> (

@@ -60,6 +60,8 @@ DATA_DIRS = {
     "grafana": "/var/lib/grafana",
 }
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN")
+# Where `make up` (scripts/init_env.py) writes Alertmanager's config and secret files.
+RENDERED_ALERTMANAGER_CONFIG = REPO / "alerts" / "secrets" / "alertmanager" / "alertmanager.yml"
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +189,63 @@ def test_config_files_named_in_commands_exist(config: dict[str, Any]) -> None:
                 continue
             source = host_path(config, name, value)
             assert source is not None, f"{name}: {value} is not under a bind mount"
+            if source == RENDERED_ALERTMANAGER_CONFIG:
+                # `make up` renders it (scripts/init_env.py) from this template and .env.
+                source = REPO / "alerts" / "alertmanager.yml"
             assert source.is_file(), f"{name}: {value} -> {source} does not exist"
             checked += 1
     # otel-collector, prometheus, alertmanager, loki, tempo
     assert checked == 5
+
+
+def test_alertmanager_reads_what_make_up_renders_and_nothing_else_of_alerts(
+    config: dict[str, Any],
+) -> None:
+    """Alertmanager's config and secret files come from one read-only mount of the directory
+    scripts/init_env.py writes (its default --out), at the path alerts/alertmanager.yml names
+    its secret files under. alerts/secrets/ itself is owner-only on the host, so the container
+    must not need anything above that directory."""
+    svc = config["services"]["alertmanager"]
+    flags = dict(str(a).split("=", 1) for a in svc["command"] if "=" in str(a))
+    assert host_path(config, "alertmanager", flags["--config.file"]) == (
+        RENDERED_ALERTMANAGER_CONFIG
+    )
+    binds = [m for m in svc["volumes"] if m["type"] == "bind"]
+    assert [(Path(m["source"]), m["target"], m.get("read_only")) for m in binds] == [
+        (RENDERED_ALERTMANAGER_CONFIG.parent, "/etc/alertmanager/secrets", True)
+    ]
+    template = (REPO / "alerts" / "alertmanager.yml").read_text()
+    named = set(re.findall(r"_file: (\S+)", template))
+    assert named and all(f.startswith("/etc/alertmanager/secrets/") for f in named), named
+    # Rendered files are git-ignored; the directory itself is kept so Docker never creates it.
+    for rendered in ("alertmanager.yml", "agentwatch_token", "slack_stack_webhook_url"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", f"alerts/secrets/alertmanager/{rendered}"],
+            cwd=REPO, capture_output=True, timeout=10,
+        )  # fmt: skip
+        assert ignored.returncode == 0, rendered
+    assert (RENDERED_ALERTMANAGER_CONFIG.parent / ".gitignore").is_file()
+
+
+def test_only_alertmanager_sees_the_alert_secrets(config: dict[str, Any]) -> None:
+    """alerts/secrets/ holds the receivers' credentials. Prometheus mounts alerts/ for its rule
+    files, so a tmpfs must cover secrets/ there; no other service may reach it at all."""
+    secrets = REPO / "alerts" / "secrets"
+    above = set()
+    for name, svc in config["services"].items():
+        mounts = svc.get("volumes", [])
+        for mount in mounts:
+            if mount["type"] != "bind":
+                continue
+            source = Path(mount["source"])
+            if source.is_relative_to(secrets):  # a mount of (part of) the secrets themselves
+                assert name == "alertmanager", f"{name} mounts {source}"
+            elif secrets.is_relative_to(source):  # a mount of a directory that holds them
+                above.add(name)
+                inside = mount["target"].rstrip("/") + "/" + str(secrets.relative_to(source))
+                covers = [m for m in mounts if m["target"].rstrip("/") == inside]
+                assert [m["type"] for m in covers] == ["tmpfs"], f"{name} can read {secrets}"
+    assert above == {"prometheus"}, above
 
 
 def test_no_default_passwords() -> None:
@@ -462,7 +517,8 @@ def test_pyproject_declares_exactly_what_the_collector_imports() -> None:
 def init_env(tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "init_env.py"),
-         "--example", str(REPO / ".env.example"), "--env", str(tmp_path / ".env")],
+         "--example", str(REPO / ".env.example"), "--env", str(tmp_path / ".env"),
+         "--out", str(tmp_path / "secrets" / "alertmanager")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 
@@ -479,13 +535,15 @@ def test_init_env_creates_a_private_env_with_a_random_password(tmp_path: Path) -
     assert str(env) in first.stdout
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     password = env_values(env)["GF_ADMIN_PASSWORD"]
-    assert len(password) >= 24
+    assert len(password) >= 24 and len(env_values(env)["POSTGRES_PASSWORD"]) >= 24
     # Every other line of the example is kept as it is.
-    assert {k: v for k, v in env_values(env).items() if k != "GF_ADMIN_PASSWORD"} == {
-        k: v for k, v in env_values(REPO / ".env.example").items() if k != "GF_ADMIN_PASSWORD"
+    generated = {"GF_ADMIN_PASSWORD", "POSTGRES_PASSWORD"}
+    assert {k: v for k, v in env_values(env).items() if k not in generated} == {
+        k: v for k, v in env_values(REPO / ".env.example").items() if k not in generated
     }
-    # Compose accepts the generated file.
+    # Compose accepts the generated file, and Alertmanager's config was rendered from it.
     assert run_compose(env, "config", "-q").returncode == 0
+    assert (tmp_path / "secrets" / "alertmanager" / "alertmanager.yml").is_file()
 
     again = init_env(tmp_path)
     assert again.returncode == 0 and "keeping" in again.stdout
@@ -495,3 +553,10 @@ def test_init_env_creates_a_private_env_with_a_random_password(tmp_path: Path) -
     other.mkdir()
     init_env(other)
     assert env_values(other / ".env")["GF_ADMIN_PASSWORD"] != password
+
+    # A .env from before POSTGRES_PASSWORD existed gets one, and keeps everything else.
+    env.write_text(env.read_text().replace("POSTGRES_PASSWORD=", "OLD_POSTGRES_PASSWORD="))
+    before = env_values(env)
+    assert init_env(tmp_path).returncode == 0
+    after = env_values(env)
+    assert len(after.pop("POSTGRES_PASSWORD")) >= 24 and after == before

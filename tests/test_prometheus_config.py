@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +75,25 @@ def test_promtool_accepts_it_with_the_repo_rule_files(tmp_path: Path) -> None:
         assert str(rule_file) in result.stdout, f"promtool did not check {rule_file}"
 
 
+def job_targets(job: dict[str, Any]) -> list[str]:
+    """A job's targets: static ones, and host:port of each name it finds by DNS (the collector,
+    one address per replica under `make up TEAM=1`)."""
+    targets = [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+    for sd in job.get("dns_sd_configs", []):
+        assert sd["type"] == "A", sd
+        targets += [f"{name}:{sd['port']}" for name in sd["names"]]
+    return targets
+
+
 def test_jobs_and_targets_match_the_contract() -> None:
-    jobs = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in repo_config()["scrape_configs"]
-    }
+    jobs = {job["job_name"]: job_targets(job) for job in repo_config()["scrape_configs"]}
     assert jobs == {name: [target] for name, target in JOBS.items()}
 
 
 def test_every_target_is_a_port_its_compose_service_serves(tmp_path: Path) -> None:
     stack = resolved_config(tmp_path)
     config = repo_config()
-    targets = [
-        t for j in config["scrape_configs"] for sc in j["static_configs"] for t in sc["targets"]
-    ]
+    targets = [t for j in config["scrape_configs"] for t in job_targets(j)]
     targets += [
         t
         for am in config["alerting"]["alertmanagers"]
@@ -211,3 +219,95 @@ def test_stack_status_reports_each_endpoint(scraping: tuple[Proc, Proc]) -> None
     bad = subprocess.run([*script, *live, dead], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1
     assert "loki" in bad.stdout.splitlines()[-1] and "down" in bad.stdout.splitlines()[-1]
+
+
+# --- exemplars: Tempo's span metrics carry a traceID exemplar ------------------------------
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+OPENMETRICS = (
+    "# TYPE traces_spanmetrics_latency histogram\n"
+    f'traces_spanmetrics_latency_bucket{{le="1.0"}} 1 # {{traceID="{TRACE_ID}"}} 0.4\n'
+    'traces_spanmetrics_latency_bucket{le="+Inf"} 1\n'
+    "traces_spanmetrics_latency_count 1\n"
+    "traces_spanmetrics_latency_sum 0.4\n"
+    "# EOF\n"
+)
+
+
+def compose_feature_flags(tmp_path: Path) -> list[str]:
+    command = resolved_config(tmp_path)["services"]["prometheus"]["command"]
+    return [str(a) for a in command if str(a).startswith("--enable-feature=")]
+
+
+def test_prometheus_keeps_exemplars_that_tempo_sends(tmp_path: Path) -> None:
+    """Tempo's metrics-generator remote-writes span metrics with exemplars (send_exemplars);
+    Prometheus stores them only with the exemplar-storage feature."""
+    features = {
+        f for flag in compose_feature_flags(tmp_path) for f in flag.split("=", 1)[1].split(",")
+    }
+    assert "exemplar-storage" in features
+    tempo = yaml.safe_load((REPO / "tempo" / "config.yaml").read_text())
+    (remote_write,) = tempo["metrics_generator"]["storage"]["remote_write"]
+    assert remote_write["send_exemplars"] is True
+
+
+@pytest.mark.e2e
+def test_prometheus_with_the_compose_feature_flags_stores_a_traceid_exemplar(
+    tmp_path: Path,
+) -> None:
+    """Debian's Prometheus, with the feature flags compose gives the stack's Prometheus, scrapes
+    an OpenMetrics histogram whose bucket carries a `traceID` exemplar (the label Tempo's span
+    metrics use) and returns it from /api/v1/query_exemplars: the data Grafana's exemplar link
+    to Tempo reads. (Tempo's remote-write path itself cannot run here.)"""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = OPENMETRICS.encode()
+            self.send_response(200)
+            self.send_header(
+                "Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            )
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = derive_config(
+            REPO_PROMETHEUS_YML.read_text(),
+            {"tempo": f"127.0.0.1:{server.server_address[1]}"},
+            alertmanager=None,
+            rule_files=[],
+            scrape_interval="1s",
+            evaluation_interval="1s",
+        )
+        prom = start_prometheus(tmp_path, config, compose_feature_flags(tmp_path))
+        try:
+            found: list[dict[str, Any]] = []
+
+            def exemplar() -> bool:
+                now = time.time()
+                response = httpx.get(
+                    f"{prom.url}/api/v1/query_exemplars",
+                    params={
+                        "query": "traces_spanmetrics_latency_bucket",
+                        "start": now - 60,
+                        "end": now + 1,
+                    },
+                    timeout=5,
+                )
+                found[:] = [e["labels"] for s in response.json()["data"] for e in s["exemplars"]]
+                return bool(found)
+
+            wait_until(exemplar, 30, "an exemplar in /api/v1/query_exemplars")
+            assert found[0] == {"traceID": TRACE_ID}
+        finally:
+            prom.stop()
+    finally:
+        server.shutdown()
+        server.server_close()

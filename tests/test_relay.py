@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
 from collector.otlp.breaker import Breaker
 from collector.otlp.export import RelayConfig, SignalTarget
 from collector.otlp.ids import span_id, trace_context, trace_id
+from collector.otlp.logs import add_log_record
 from collector.otlp.relay import relay_config_from
 from collector.settings import Settings, SettingsError
 from tests.conftest import Harness
@@ -134,3 +136,38 @@ def test_trace_context_is_pure_and_matches_the_spans() -> None:
     assert trace_context(sub) == (trace, span_id("s-1", "agent", "a-1").hex())
     assert trace_context(_row(session_id="", hook_event="AlertNotification")) == ("", "")
     assert trace_context(tool) == trace_context(dict(tool))  # no hidden state
+
+
+def log_row(**over: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "event_id": "e1", "ts": 1_760_000_000_000, "received_at": 1_760_000_000_000,
+        "source_app": "shop", "machine_id": "m-1", "session_id": "s1", "agent_id": "s1",
+        "agent_type": None, "hook_event": "claude_code.api_request", "tool_name": None,
+        "tool_use_id": None, "outcome": "", "source": "otel",
+    }  # fmt: skip
+    return row | over
+
+
+def record_attributes(row: dict[str, object], payload: dict[str, object]) -> dict[str, object]:
+    scope = ScopeLogs()
+    add_log_record(scope, row, payload, None)
+    (rec,) = scope.log_records
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in rec.attributes}
+
+
+def test_a_log_record_names_its_machine_and_an_api_request_its_cost() -> None:
+    """agentwatch.machine_id on every record (one Loki stream per machine); agentwatch.cost_usd,
+    a double, only on Claude Code's own api_request events, which carry their cost."""
+    native = record_attributes(log_row(), {"cost_usd": 0.0123, "model": "claude-x"})
+    assert native["agentwatch.machine_id"] == "m-1"
+    assert native["agentwatch.cost_usd"] == pytest.approx(0.0123)
+    assert record_attributes(log_row(), {"cost_usd": 2})["agentwatch.cost_usd"] == 2.0
+    for row, payload in [
+        (log_row(), {"cost_usd": "n/a"}),
+        (log_row(), {"cost_usd": True}),
+        (log_row(), {}),
+        (log_row(source="hook"), {"cost_usd": 1.5}),  # a hook's payload is not Claude Code's figure
+        (log_row(hook_event="PostToolUse", source="hook"), {"cost_usd": 1.5}),
+    ]:
+        attrs = record_attributes(row, payload)
+        assert "agentwatch.cost_usd" not in attrs and attrs["agentwatch.machine_id"] == "m-1"

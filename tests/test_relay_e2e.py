@@ -206,6 +206,7 @@ def check_logs(rec: Recorder, events: list[dict[str, Any]]) -> None:
         "gen_ai.tool.call.id": "toolu_bash1",
         "agentwatch.hook_event": "PostToolUseFailure",
         "agentwatch.source_app": "shop",
+        "agentwatch.machine_id": "m-relay",
         "agentwatch.outcome": "error",
         "agentwatch.event_id": events[3]["event_id"],
         "agentwatch.error": "exit status 1: 2 failed",

@@ -8,16 +8,32 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import IN_CI, REPO, require_binary, start_prometheus, wait_until
+from tests.support.procs import (
+    IN_CI,
+    REPO,
+    require_binary,
+    start_prometheus,
+    wait_until,
+)
 from tests.support.promconfig import REPO_PROMETHEUS_YML, derive_config
 from tests.support.stack import host_path, raw_compose, resolved_config
-from tests.test_alert_rules import RULE_FILES, alert_names, alert_rules, runbook_url
+from tests.test_alert_rules import (
+    RULE_FILES,
+    alert_names,
+    alert_rules,
+    prometheus_and_alertmanager_metric_names,
+    rule_groups,
+    runbook_url,
+)
 
 RUNBOOKS = REPO / "runbooks"
 SECTIONS = ["Meaning", "Impact", "Diagnosis", "Mitigation"]
@@ -180,3 +196,214 @@ def test_runbook_logql_parses() -> None:
     report = json.loads(result.stdout)
     bad = [(name, r) for (name, _), r in zip(logql, report, strict=True) if not r["ok"]]
     assert not bad and result.returncode == 0, bad
+
+
+# --- the commands and names a runbook gives must work ----------------------------------------
+
+COMPOSE = "docker compose -f docker-compose.monitoring.yml"
+# Metric prefixes a runbook may name, and where each is checked: the collector's (its /metrics,
+# and Claude Code's names it exposes), Prometheus' and Alertmanager's (their /metrics, e2e), the
+# otel-collector's, Loki's and Tempo's (none runs here: UPSTREAM, from their documentation).
+METRIC_PREFIXES = (
+    "agentwatch_", "claude_code_", "process_", "python_", "prometheus_", "alertmanager_",
+    "otelcol_", "loki_", "tempo_",
+)  # fmt: skip
+UPSTREAM = {
+    # otel-collector 0.135 internal telemetry (counters with _total through its Prometheus reader)
+    "otelcol_exporter_queue_size",
+    "otelcol_exporter_queue_capacity",
+    "otelcol_exporter_sent_log_records_total",
+    "otelcol_exporter_sent_spans_total",
+    "otelcol_exporter_send_failed_log_records_total",
+    "otelcol_exporter_send_failed_spans_total",
+    "otelcol_exporter_enqueue_failed_log_records_total",
+    "otelcol_exporter_enqueue_failed_spans_total",
+    "otelcol_receiver_accepted_log_records_total",
+    "otelcol_receiver_accepted_spans_total",
+    "otelcol_receiver_refused_log_records_total",
+    "otelcol_receiver_refused_spans_total",
+    # Loki 3.5 and Tempo 2.8
+    "loki_discarded_samples_total",
+    "tempo_discarded_spans_total",
+    "tempo_distributor_spans_received_total",
+}
+# Files a runbook may name that are not in git: made by `make up` from .env.
+GENERATED = {"alerts/secrets/alertmanager/alertmanager.yml", ".env"}
+REPO_PATH = re.compile(
+    r"(?<![\w./~-])((?:alerts|runbooks|scripts|hooks|collector|prometheus|grafana|loki|tempo|"
+    r"otel-collector|tests|make|bench|demo|tools)/[\w./*-]*[\w*]|"
+    r"[\w.-]+\.(?:yml|yaml|py|md|json|mk|toml)|\.env(?:\.example)?)(?![\w/-])"
+)
+
+
+def all_code_spans() -> list[tuple[str, str]]:
+    return [(name, span) for name, text in runbooks().items() for span in code_spans(text)]
+
+
+def metric_tokens(span: str) -> set[str]:
+    """Metric names in a code span: not file names, hosts or paths, not prefixes in prose."""
+    found = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", span):
+        token, before, after = m.group(), span[: m.start()][-1:], span[m.end() :][:1]
+        named = token.startswith(METRIC_PREFIXES) and not token.endswith("_") and ":" not in token
+        if named and before not in {".", "/", "-"} and after not in {".", "/", "-", ":"}:
+            found.add(token)
+    return found
+
+
+def loki_fields() -> set[str]:
+    """The relay's and the otel-collector's agentwatch.* attributes, as Loki names them."""
+    names = set()
+    for folder in ("collector", "otel-collector", "loki"):
+        for path in (REPO / folder).rglob("*"):
+            if path.suffix in {".py", ".yaml", ".yml"}:
+                names |= set(re.findall(r"\bagentwatch\.([a-z_]+)\b", path.read_text()))
+    return {"agentwatch_" + n for n in names}
+
+
+def runbook_metrics(prefixes: tuple[str, ...] = METRIC_PREFIXES) -> dict[str, set[str]]:
+    """Metric name -> the runbooks naming it (LogQL spans and Loki field names left out)."""
+    fields = loki_fields()
+    out: dict[str, set[str]] = {}
+    for name, span in all_code_spans():
+        if "{service_name=" in span:
+            continue
+        for token in metric_tokens(span):
+            if token.startswith(prefixes) and token not in fields:
+                out.setdefault(token, set()).add(name)
+    return out
+
+
+def test_no_runbook_uses_a_port_the_stack_does_not_publish(tmp_path: Path) -> None:
+    """`curl 127.0.0.1:8889` cannot work: the otel-collector's exporter is not published."""
+    config = resolved_config(tmp_path)
+    published = {
+        int(p["published"]) for s in config["services"].values() for p in s.get("ports", [])
+    }
+    for name, text in runbooks().items():
+        assert ":8889" not in text, name
+        for port in re.findall(r"(?:127\.0\.0\.1|localhost):(\d+)", text):
+            assert int(port) in published, f"{name}: port {port} is not published on 127.0.0.1"
+
+
+def test_no_runbook_points_at_a_host_data_directory() -> None:
+    """The stack's collector keeps its database in the volume agentwatch_collector-data (at
+    /data in a read-only container), not in the checkout's data/."""
+    for name, text in runbooks().items():
+        assert not re.search(r"(?<![\w/.-])data/", text), f"{name}: names data/"
+
+
+def test_every_repo_file_a_runbook_names_exists() -> None:
+    checked = 0
+    for name, text in runbooks().items():
+        spans = code_spans(text) + re.findall(r"\]\(([^)#]+)", text)
+        for span in spans:
+            for path in REPO_PATH.findall(span):
+                if path.startswith("../"):
+                    path = path[3:]
+                if path in GENERATED or path.startswith("/"):
+                    continue
+                if "/" not in path:  # a bare file name: somewhere in the repository
+                    hits = [p for p in REPO.rglob(path) if ".venv" not in p.parts]
+                    assert hits or path in {"settings.json"}, f"{name}: {path} is in no folder"
+                else:
+                    assert list(REPO.glob(path)), f"{name}: {path} does not exist"
+                checked += 1
+    assert checked >= 20
+
+
+def test_every_compose_service_and_volume_a_runbook_names_exists(tmp_path: Path) -> None:
+    config = resolved_config(tmp_path)
+    services, volumes = set(config["services"]), {f"agentwatch_{v}" for v in config["volumes"]}
+    verbs = (
+        r"(?:exec|logs(?: -f)?(?: --tail=\d+)?|restart|stop|start|up -d|run --rm --no-deps|ps -aq)"
+    )
+    for name, span in all_code_spans():
+        for service in re.findall(rf"{re.escape(COMPOSE)} {verbs} ([\w-]+)", span):
+            assert service in services, f"{name}: no compose service {service}: {span}"
+        for volume in re.findall(r"\bagentwatch_[a-z-]+-data\b", span):
+            assert volume in volumes, f"{name}: no volume {volume}"
+
+
+def test_every_collector_metric_a_runbook_names_is_exposed(harness: Any) -> None:
+    """The collector's own names (its /metrics, from the app factory) and Claude Code's names
+    it exposes under (collector/native/metrics.py); recording rules are defined in alerts/."""
+    text = harness.client.get("/metrics").text
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    # A labelled metric with no series yet still has its HELP/TYPE lines: the family names it.
+    exposed = {
+        fam.name + suffix
+        for fam in text_string_to_metric_families(text)
+        for suffix in suffixes.get(fam.type, [""])
+    }
+    native = set(
+        re.findall(r"claude_code_\w+_total", (REPO / "collector/native/metrics.py").read_text())
+    )
+    used = runbook_metrics(("agentwatch_", "claude_code_", "process_", "python_"))
+    assert "agentwatch_cost_usd_total" in used and "claude_code_cost_usage_USD_total" in used
+    missing = {m: sorted(b) for m, b in used.items() if m not in exposed | native}
+    assert not missing, f"runbooks name metrics the collector does not expose: {missing}"
+    records = {r["record"] for _, g in rule_groups() for r in g["rules"] if "record" in r}
+    for name, span in all_code_spans():
+        for record in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", span):
+            assert record in records, f"{name}: no recording rule {record}"
+
+
+def test_every_upstream_metric_a_runbook_names_is_a_documented_one() -> None:
+    used = runbook_metrics(("otelcol_", "loki_", "tempo_"))
+    unknown = {m: sorted(b) for m, b in used.items() if m not in UPSTREAM}
+    assert not unknown, f"not a documented otel-collector/Loki/Tempo metric: {unknown}"
+
+
+@pytest.mark.e2e
+def test_every_prometheus_and_alertmanager_metric_a_runbook_names_exists(tmp_path: Path) -> None:
+    """Debian's Prometheus (with the repo's rules) and Alertmanager, their /metrics read."""
+    used = runbook_metrics(("prometheus_", "alertmanager_"))
+    assert "prometheus_tsdb_head_series" in used
+    exposed = prometheus_and_alertmanager_metric_names(tmp_path)
+    # Histograms and summaries are named by their _sum/_count/_bucket series.
+    missing = sorted(m for m in used if m not in exposed)
+    assert not missing, f"runbooks name metrics Prometheus/Alertmanager do not expose: {missing}"
+
+
+def test_check_commands_in_runbooks_run(tmp_path: Path) -> None:
+    """Every promtool/amtool command a runbook gives for the repo's files is run as written
+    (from the checkout; the rendered Alertmanager config made from an empty .env); every check
+    run inside a container names a config that its mounts hold."""
+    config = resolved_config(tmp_path)
+    out = tmp_path / "secrets" / "alertmanager"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "init_env.py"), "--env", str(tmp_path / "none.env"),
+         "--example", str(REPO / ".env.example"), "--out", str(out)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    host, inside = 0, 0
+    for name, span in all_code_spans():
+        found = re.match(rf"{re.escape(COMPOSE)} (?:exec|run --rm --no-deps) ([\w-]+) (.+)$", span)
+        if found and re.search(r"\b(amtool check-config|promtool check|validate)\b", span):
+            service, command = found.groups()
+            path = re.search(r"(/etc/\S+)", command)
+            assert path, f"{name}: {span}"
+            source = host_path(config, service, path.group(1).removeprefix("--config="))
+            assert source is not None, f"{name}: {path.group(1)} is not mounted in {service}"
+            if source.name == "alertmanager.yml" and "secrets" in source.parts:
+                source = REPO / "alerts" / "alertmanager.yml"
+            assert source.is_file(), f"{name}: {source}"
+            inside += 1
+        elif span.split()[0] in {"promtool", "amtool"} and "check" in span:
+            argv = span.replace(
+                "alerts/secrets/alertmanager/alertmanager.yml", str(out / "alertmanager.yml")
+            ).split()
+            # The shell would expand alerts/*.rules.yml: so does the test.
+            globbed = [
+                a
+                for arg in argv[1:]
+                for a in (sorted(str(p) for p in REPO.glob(arg)) if "*" in arg else [arg])
+            ]
+            argv = [require_binary(argv[0]), *globbed]
+            result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, (
+                f"{name}: `{span}` fails:\n{result.stdout}{result.stderr}"
+            )
+            host += 1
+    assert host >= 1 and inside >= 1

@@ -10,6 +10,7 @@ the SDK's ReadableLogRecord + encoder costs three times as much per record (benc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -17,13 +18,15 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 
+from collector.native.events import API_REQUEST, PREFIX
 from collector.otlp.ids import event_span
-from collector.vocabulary import BLOCKED, ERROR, FAILURE_EVENTS, HookEvent
+from collector.vocabulary import BLOCKED, ERROR, FAILURE_EVENTS, SOURCE_OTEL, HookEvent
 
 SEVERITY = {ERROR: (17, "ERROR"), BLOCKED: (13, "WARN")}
 INFO = (9, "INFO")
 MAX_DETAIL = 200
 MAX_ERROR = 500
+NATIVE_API_REQUEST = PREFIX + API_REQUEST  # the stored hook_event of Claude Code's api_request
 _INPUT_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description")
 
 
@@ -112,6 +115,19 @@ def usage_attributes(usage: Mapping[str, Mapping[str, int]] | None) -> dict[str,
     }
 
 
+def cost_usd(row: Mapping[str, Any], payload: Mapping[str, Any]) -> float | None:
+    """The event's own cost in USD where it has one: Claude Code's api_request events carry
+    cost_usd (stored in the payload as a number, collector/native/events.py). Hook events have
+    none: a session's hook-derived cost is an estimate made over its whole usage
+    (collector/accounting.py), not stored per event, so it is not made up here."""
+    if row["source"] != SOURCE_OTEL or row["hook_event"] != NATIVE_API_REQUEST:
+        return None
+    value = payload.get("cost_usd")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value < 1e9 else None
+
+
 def agent_name(row: Mapping[str, Any]) -> str:
     if row["agent_type"]:
         return str(row["agent_type"])
@@ -129,6 +145,7 @@ _REPEATED = frozenset(
         "gen_ai.request.model",
         "agentwatch.hook_event",
         "agentwatch.source_app",
+        "agentwatch.machine_id",
         "agentwatch.outcome",
         "agentwatch.error",
         "gen_ai.operation.name",
@@ -153,6 +170,8 @@ def put_attrs(attrs: Any, values: Mapping[str, Any]) -> None:
                 attrs.add(key=key).value.string_value = value
         elif isinstance(value, bool):
             attrs.add(key=key).value.bool_value = value
+        elif isinstance(value, float):
+            attrs.add(key=key).value.double_value = value
         else:
             attrs.add(key=key).value.int_value = value
 
@@ -193,8 +212,15 @@ def add_log_record(
     attrs.update(usage_attributes(usage))
     attrs["agentwatch.hook_event"] = hook
     attrs["agentwatch.source_app"] = row["source_app"]
+    # One Loki stream per machine: the otel-collector moves this to the resource
+    # (groupbyattrs/machine) and Loki indexes it (loki/config.yaml), so one machine's late spool
+    # is not refused as too far behind the others' live events.
+    attrs["agentwatch.machine_id"] = row["machine_id"]
     attrs["agentwatch.outcome"] = outcome
     attrs["agentwatch.event_id"] = row["event_id"]
     attrs["agentwatch.error"] = error_text(hook, payload)
     attrs["agentwatch.detail"] = detail
+    cost = cost_usd(row, payload)
+    if cost is not None:
+        attrs["agentwatch.cost_usd"] = cost  # per session in Loki: sum_over_time ... | unwrap
     put_attrs(rec.attributes, attrs)

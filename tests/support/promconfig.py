@@ -43,7 +43,7 @@ def derive_config(
         raise KeyError(f"jobs not in prometheus.yml: {missing}")
     scrape_configs = []
     for name, address in targets.items():
-        job = dict(jobs[name])
+        job = {k: v for k, v in jobs[name].items() if k != "dns_sd_configs"}
         job["static_configs"] = [{"targets": [address]}]
         scrape_configs.append(job)
     config["scrape_configs"] = scrape_configs
