@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -62,14 +62,20 @@ def raw_insert_rate(envelopes: list[dict[str, object]], db: Path, synchronous: s
 
 
 def post_all(
-    port: int, path: str, bodies: list[bytes], content_type: str, ok: Callable[[int, bytes], bool]
+    ports: int | Sequence[int],
+    path: str,
+    bodies: list[bytes],
+    content_type: str,
+    ok: Callable[[int, bytes], bool],
 ) -> float:
-    """Seconds to POST every body, CLIENTS threads on a keep-alive connection each; raises with
-    the first answers that ok() refuses."""
+    """Seconds to POST every body, CLIENTS threads per port (collector) on a keep-alive connection
+    each, the bodies dealt round-robin; raises with the first answers that ok() refuses."""
     lock = threading.Lock()
     errors: list[str] = []
+    targets = [ports] if isinstance(ports, int) else list(ports)
+    clients = CLIENTS * len(targets)
 
-    def client(mine: list[bytes]) -> None:
+    def client(port: int, mine: list[bytes]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for body in mine:
             conn.request("POST", path, body, {"Content-Type": content_type})
@@ -80,7 +86,10 @@ def post_all(
                     errors.append(f"{resp.status} {data[:200]!r}")
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(bodies[i::CLIENTS],)) for i in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=client, args=(targets[i % len(targets)], bodies[i::clients]))
+        for i in range(clients)
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -92,13 +101,14 @@ def post_all(
     return elapsed
 
 
-def http_batch_rate(port: int, envelopes: list[dict[str, object]]) -> float:
+def http_batch_rate(ports: int | Sequence[int], envelopes: list[dict[str, object]]) -> float:
+    """Events/s of POST /v1/events in batches of BATCH, to one collector or spread over several."""
     bodies = [orjson.dumps(envelopes[i : i + BATCH]) for i in range(0, len(envelopes), BATCH)]
 
     def ok(status: int, data: bytes) -> bool:
         return status == 200 and orjson.loads(data)["accepted"] == BATCH
 
-    return len(envelopes) / post_all(port, "/v1/events", bodies, "application/json", ok)
+    return len(envelopes) / post_all(ports, "/v1/events", bodies, "application/json", ok)
 
 
 WRK_SCRIPT = """

@@ -16,6 +16,8 @@ Then a real collector (uvicorn) starts on that file and each query is timed over
 keep-alive client: p50 and p95 of the session list, a timeline page, a session tree (a typical
 one and the wide one), a filtered event page and the tool statistics over 24 h, plus start-up
 time (process start to /readyz 200), RSS after the queries, and store bytes per session.
+
+measure() does all this on a Backend: run() on SQLite here, bench/postgres.py on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from bench.common import Figure, percentile, say
 from bench.workload import envelope, session_events
 from collector.events import Event, from_envelope
 from collector.settings import Settings
-from collector.store import SQLiteStore
+from collector.store import EventStore, SQLiteStore
 from tests.support.procs import start_collector
 
 EVENTS_PER_SESSION = 200
@@ -182,14 +185,13 @@ def _clone(tmpl_sid: str, events: list[Event], sid: str, start: int) -> list[Eve
     return out
 
 
-def build_store(path: Path, total_events: int) -> tuple[list[str], float]:
-    """Fill a store with about total_events events; returns the session ids and seconds taken."""
+def build_store(stores: Sequence[EventStore], total_events: int) -> tuple[list[str], float]:
+    """Fill open stores with the same sessions, about total_events events (every batch goes to
+    each store in turn); returns the session ids and seconds taken."""
     started = time.perf_counter()
     now = int(time.time() * 1000)
     rnd = random.Random(1)
     templates = _templates(now)
-    store = SQLiteStore(path, queue_max_events=1_000_000)
-    store.open()
     sessions: list[str] = []
     batch: list[Event] = []
     count = 0
@@ -203,26 +205,43 @@ def build_store(path: Path, total_events: int) -> tuple[list[str], float]:
         count += len(clone)
         sessions.append(sid)
         n += 1
-        if len(batch) >= 5000:
-            store.write_sync(batch)
+        if len(batch) >= 5000 or count >= total_events:
+            for store in stores:
+                store.write_sync(batch)
             batch = []
-    if batch:
-        store.write_sync(batch)
-    store.close()
     return sessions, time.perf_counter() - started
 
 
-def add_wide_session(path: Path) -> str:
+def add_wide_session(store: EventStore) -> str:
     """The wide session (see the module docstring), through the real normalisation; its id."""
     now = int(time.time() * 1000)
     sid = f"wide-{uuid.uuid4()}"
     settings = Settings()
     envs = wide_session(sid, now - DAY_MS, APPS[0], WIDE_SUBAGENTS)
-    store = SQLiteStore(path, queue_max_events=1_000_000)
-    store.open()
     store.write_sync([from_envelope(e, now, settings) for e in envs])
-    store.close()
     return sid
+
+
+@dataclass
+class Backend:
+    """Where the benchmark's store lives: `store()` makes a (closed) store of the engine,
+    `size()` is what its tables and indexes take on disk, and `env` points a collector at it."""
+
+    name: str  # prefixes the figures' names; "" for the default engine, SQLite
+    store: Callable[[], EventStore]
+    size: Callable[[], int]
+    env: dict[str, str]
+    size_target_kb: float | None = None  # None: the size per session is reported only
+
+
+def sqlite_backend(db: Path) -> Backend:
+    return Backend(
+        "",
+        lambda: SQLiteStore(db, queue_max_events=1_000_000),
+        lambda: sum(p.stat().st_size for p in db.parent.glob(db.name + "*")),
+        {"AGENTWATCH_DB": str(db)},
+        size_target_kb=100,
+    )
 
 
 def _time(client: httpx.Client, url: str, runs: int) -> list[float]:
@@ -237,79 +256,96 @@ def _time(client: httpx.Client, url: str, runs: int) -> list[float]:
 
 
 def run(quick: bool) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="aw-bench-query-") as tmp:
+        return measure(sqlite_backend(Path(tmp) / "agentwatch.db"), quick, Path(tmp))
+
+
+def measure(backend: Backend, quick: bool, tmp: Path) -> list[Figure]:
+    """Build the store (100,000 events when quick, else 1,000,000) on the backend, start a
+    collector on it, and time each query; tmp holds the collector's log."""
     total = 100_000 if quick else 1_000_000
     runs = 30 if quick else 100
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="aw-bench-query-") as tmp:
-        db = Path(tmp) / "agentwatch.db"
-        say(f"building a store of {total:,} events ...")
-        sessions, build_s = build_store(db, total)
-        size = sum(p.stat().st_size for p in Path(tmp).glob("agentwatch.db*"))
-        per_session_kb = size / len(sessions) / 1024
-        say(
-            f"built {len(sessions):,} sessions in {build_s:.1f}s; store {size / 1e6:.0f} MB, "
-            f"{per_session_kb:.1f} KB per session of {EVENTS_PER_SESSION} events"
-        )
-        wide = add_wide_session(db)  # after the size per session, which it would skew
-        t = time.perf_counter()
-        proc = start_collector(Path(tmp), env={"AGENTWATCH_RETENTION_DAYS": "31"}, db=db)
-        startup = time.perf_counter() - t
-        say(f"collector ready in {startup:.2f}s (process start to /readyz 200)")
-        rnd = random.Random(2)
-        picks = [rnd.choice(sessions) for _ in range(runs)]
-        try:
-            with httpx.Client(base_url=proc.url, timeout=60) as client:
-                cursor = client.get("/v1/sessions?limit=100").json()["next_cursor"]
-                queries: dict[str, Callable[[int], str]] = {
-                    "session list": lambda i: "/v1/sessions?limit=100",
-                    "session list, app + errors, page 2": lambda i: (
-                        f"/v1/sessions?limit=100&source_app=shop&errors=true&cursor={cursor}"
-                    ),
-                    "session timeline page": lambda i: f"/v1/sessions/{picks[i]}/events?limit=100",
-                    "session tree": lambda i: f"/v1/sessions/{picks[i]}/tree",
-                    f"session tree, {WIDE_SUBAGENTS} subagents": lambda i: (
-                        f"/v1/sessions/{wide}/tree"
-                    ),
-                    "filtered event page": lambda i: (
-                        "/v1/events?range=24h&tool=Bash&errors=true&limit=100"
-                    ),
-                    "event page, hook filter, 7 d": lambda i: (
-                        "/v1/events?range=7d&hook_event=UserPromptSubmit&source_app=shop&limit=100"
-                    ),
-                    "free text, 24 h": lambda i: "/v1/events?range=24h&q=exit%20status&limit=100",
-                    # The worst case: every payload of the day unpacked and none matches.
-                    "free text, no match, 24 h": lambda i: (
-                        "/v1/events?range=24h&q=no%20such%20text&limit=100"
-                    ),
-                    "tool stats 24h": lambda i: "/v1/tools/stats?range=24h",
-                }
-                for name, make in queries.items():
-                    _time(client, make(0), 3)  # warm the page cache and the connection pool
-                    samples = []
-                    for i in range(runs):
-                        samples += _time(client, make(i), 1)
-                    p50, p95 = percentile(samples, 50), percentile(samples, 95)
-                    say(f"{name:38s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
-                    target = WIDE_TARGET_MS if "subagents" in name else TARGET_MS
-                    figures.append(
-                        Figure(f"query {name} p50", p50, "ms", "", True),
-                    )
-                    figures.append(
-                        Figure(f"query {name} p95", p95, "ms", f"<= {target:g} ms", p95 <= target)
-                    )
-                wide_kb = len(client.get(f"/v1/sessions/{wide}/tree").content) / 1024
-                say(f"the tree of {WIDE_SUBAGENTS} subagents is {wide_kb:.0f} KB")
-            rss = psutil.Process(proc.proc.pid).memory_info().rss / 1e6
-            say(f"collector RSS after the queries: {rss:.0f} MB")
-        finally:
-            proc.stop()
+    prefix = f"{backend.name} query" if backend.name else "query"
+    label = f" on {backend.name}" if backend.name else ""
+    say(f"building a store of {total:,} events{label} ...")
+    store = backend.store()
+    store.open()
+    try:
+        sessions, build_s = build_store([store], total)
+    finally:
+        store.close()
+    size = backend.size()
+    per_session_kb = size / len(sessions) / 1024
+    say(
+        f"built {len(sessions):,} sessions in {build_s:.1f}s ({total / build_s:,.0f} events/s); "
+        f"store {size / 1e6:.0f} MB, {per_session_kb:.1f} KB per session of "
+        f"{EVENTS_PER_SESSION} events"
+    )
+    store = backend.store()
+    store.open()
+    try:
+        wide = add_wide_session(store)  # after the size per session, which it would skew
+    finally:
+        store.close()
+    t = time.perf_counter()
+    proc = start_collector(tmp, env={"AGENTWATCH_RETENTION_DAYS": "31", **backend.env})
+    startup = time.perf_counter() - t
+    say(f"collector ready in {startup:.2f}s (process start to /readyz 200)")
+    rnd = random.Random(2)
+    picks = [rnd.choice(sessions) for _ in range(runs)]
+    try:
+        with httpx.Client(base_url=proc.url, timeout=60) as client:
+            cursor = client.get("/v1/sessions?limit=100").json()["next_cursor"]
+            queries: dict[str, Callable[[int], str]] = {
+                "session list": lambda i: "/v1/sessions?limit=100",
+                "session list, app + errors, page 2": lambda i: (
+                    f"/v1/sessions?limit=100&source_app=shop&errors=true&cursor={cursor}"
+                ),
+                "session timeline page": lambda i: f"/v1/sessions/{picks[i]}/events?limit=100",
+                "session tree": lambda i: f"/v1/sessions/{picks[i]}/tree",
+                f"session tree, {WIDE_SUBAGENTS} subagents": lambda i: f"/v1/sessions/{wide}/tree",
+                "filtered event page": lambda i: (
+                    "/v1/events?range=24h&tool=Bash&errors=true&limit=100"
+                ),
+                "event page, hook filter, 7 d": lambda i: (
+                    "/v1/events?range=7d&hook_event=UserPromptSubmit&source_app=shop&limit=100"
+                ),
+                "free text, 24 h": lambda i: "/v1/events?range=24h&q=exit%20status&limit=100",
+                # The worst case: every payload of the day unpacked and none matches.
+                "free text, no match, 24 h": lambda i: (
+                    "/v1/events?range=24h&q=no%20such%20text&limit=100"
+                ),
+                "tool stats 24h": lambda i: "/v1/tools/stats?range=24h",
+            }
+            for name, make in queries.items():
+                _time(client, make(0), 3)  # warm the page cache and the connection pool
+                samples = []
+                for i in range(runs):
+                    samples += _time(client, make(i), 1)
+                p50, p95 = percentile(samples, 50), percentile(samples, 95)
+                say(f"{name:38s} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
+                target = WIDE_TARGET_MS if "subagents" in name else TARGET_MS
+                figures.append(Figure(f"{prefix} {name} p50", p50, "ms", "", True))
+                figures.append(
+                    Figure(f"{prefix} {name} p95", p95, "ms", f"<= {target:g} ms", p95 <= target)
+                )
+            wide_kb = len(client.get(f"/v1/sessions/{wide}/tree").content) / 1024
+            say(f"the tree of {WIDE_SUBAGENTS} subagents is {wide_kb:.0f} KB")
+        rss = psutil.Process(proc.proc.pid).memory_info().rss / 1e6
+        say(f"collector RSS after the queries: {rss:.0f} MB")
+    finally:
+        proc.stop()
+    if backend.size_target_kb is None:
+        size_target, size_met = "", True
+    else:
+        size_target = f"<= {backend.size_target_kb:g} KB"
+        size_met = per_session_kb <= backend.size_target_kb
     figures += [
-        Figure("query store events", float(total), "events", "", True),
-        Figure(f"query session tree {WIDE_SUBAGENTS} subagents size", wide_kb, "KB", "", True),
-        Figure("query collector start-up", startup, "s", "<= 2 s", startup <= 2.0),
-        Figure("query collector RSS", rss, "MB", "", True),
-        Figure(
-            "query store size per session", per_session_kb, "KB", "<= 100 KB", per_session_kb <= 100
-        ),
+        Figure(f"{prefix} store events", float(total), "events", "", True),
+        Figure(f"{prefix} session tree {WIDE_SUBAGENTS} subagents size", wide_kb, "KB", "", True),
+        Figure(f"{prefix} collector start-up", startup, "s", "<= 2 s", startup <= 2.0),
+        Figure(f"{prefix} collector RSS", rss, "MB", "", True),
+        Figure(f"{prefix} store size per session", per_session_kb, "KB", size_target, size_met),
     ]
     return figures

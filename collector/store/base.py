@@ -24,7 +24,7 @@ from typing import Any
 
 from collector.events import Event
 from collector.pricing import PriceTable
-from collector.store.derive import Committed, Facts, ToolPairs, derive, roll_up
+from collector.store.derive import DURATION, Committed, Facts, ToolPairs, derive, roll_up
 from collector.store.sql import Connection
 
 log = logging.getLogger("collector.store")
@@ -342,10 +342,11 @@ class EventStore(ABC):
 
     def _insert(self, writes: list[_Write]) -> tuple[list[list[bool]], list[Committed]]:
         events = [e for w in writes for e in w.events]
+        rows = [self._row(e) for e in events]  # before the transaction: no lock held for it
         flags = [True] * len(events)
         new = events
         self._begin()
-        inserted = self._insert_new(new)
+        inserted = self._insert_new(new, rows)
         if inserted is None:
             # Some were stored before (a retry after a lost acknowledgement): start again with
             # only the new ones, so seqs and tool-call pairs are worked out on what is inserted.
@@ -358,7 +359,10 @@ class EventStore(ABC):
                 flags.append(key not in seen)  # a repeat within the batch is a duplicate too
                 seen.add(key)
             new = [e for e, f in zip(events, flags, strict=True) if f]
-            inserted = self._insert_new(new)
+            rows = [r for r, f in zip(rows, flags, strict=True) if f]
+            for row in rows:
+                row[DURATION] = None  # as the pairing found them, before it filled them in
+            inserted = self._insert_new(new, rows)
             if inserted is None:
                 raise StoreError("events were stored by another writer during this commit")
         facts, first_seq, pairs = inserted
@@ -372,10 +376,11 @@ class EventStore(ABC):
             i += len(w.events)
         return results, [Committed(e, f) for e, f in zip(new, facts, strict=True)]
 
-    def _insert_new(self, events: list[Event]) -> tuple[list[Facts], int, ToolPairs] | None:
-        """Insert events with their tool calls paired; None when some were already stored."""
+    def _insert_new(
+        self, events: list[Event], rows: list[list[Any]]
+    ) -> tuple[list[Facts], int, ToolPairs] | None:
+        """Insert events (as rows) with their tool calls paired; None when some were stored."""
         first_seq = self._first_seq(len(events)) if events else 0
-        rows = [self._row(e) for e in events]
         facts, pairs = derive(self._conn, events, rows, first_seq)
         if events and not self._insert_rows(rows, first_seq):
             return None

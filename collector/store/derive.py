@@ -19,7 +19,7 @@ from collector.accounting import Increment, SessionCost
 from collector.counting import Counted, count
 from collector.events import Event, batch_calls
 from collector.pricing import PriceTable
-from collector.store.sql import Connection
+from collector.store.sql import Connection, PgConnection
 from collector.vocabulary import SOURCE_OTEL, TOOL_END_EVENTS, HookEvent
 
 DURATION = -1  # duration_ms is the last value of a backend's events row
@@ -270,8 +270,15 @@ class ToolPairs:
 
 
 def select_in(conn: Connection, sql: str, values: Iterable[Any]) -> Iterator[Any]:
-    """Rows of sql ("... IN ({})") for all the values, 500 bound parameters a statement."""
+    """Rows of sql ("... IN ({})") for all the values: 500 bound parameters a statement, or on
+    PostgreSQL one array parameter (`= ANY(?)`), so the statement's text is the same whatever
+    the count and is parsed and planned once per connection."""
     values = list(values)
+    if not values:
+        return
+    if isinstance(conn, PgConnection):
+        yield from conn.execute(sql.replace("IN ({})", "= ANY(?)"), (values,))
+        return
     for i in range(0, len(values), 500):
         chunk = values[i : i + 500]
         yield from conn.execute(sql.format(",".join("?" * len(chunk))), chunk)

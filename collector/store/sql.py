@@ -46,7 +46,7 @@ class PgConnection:
         self.raw = conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
-        cur: Cursor = self.raw.execute(to_pyformat(sql), parameters, prepare=False)
+        cur: Cursor = self.raw.execute(to_pyformat(sql), parameters)  # prepared when repeated
         return cur
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:

@@ -67,12 +67,11 @@ def _missing(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-def require_postgres() -> Path:
-    """The server binaries' directory; skip locally, fail under CI=true when there is none (or
-    when root has no `postgres` user to run them as)."""
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        _missing(
+def missing_reason() -> str | None:
+    """Why start_postgres() cannot run here (no server binaries, or root without the `postgres`
+    user to run them as), None when it can; for callers that are not tests (bench/)."""
+    if find_bin_dir() is None:
+        return (
             f"PostgreSQL server (initdb, pg_ctl) not found on PATH or in {DEBIAN_BIN_GLOB} "
             f"({INSTALL_HINT})"
         )
@@ -80,10 +79,20 @@ def require_postgres() -> Path:
         try:
             pwd.getpwnam(SUPERUSER)
         except KeyError:
-            _missing(
+            return (
                 f"running as root and there is no {SUPERUSER!r} user to run PostgreSQL as "
                 f"(PostgreSQL refuses to run as root; {INSTALL_HINT} creates it)"
             )
+    return None
+
+
+def require_postgres() -> Path:
+    """The server binaries' directory; skip locally, fail under CI=true when there is none (or
+    when root has no `postgres` user to run them as)."""
+    reason = missing_reason()
+    bin_dir = find_bin_dir()
+    if reason is not None or bin_dir is None:
+        _missing(reason or "PostgreSQL server not found")
     return bin_dir
 
 
