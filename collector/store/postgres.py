@@ -57,6 +57,7 @@ class PostgresStore(EventStore):
         self._relay_conn: psycopg.Connection[Any] | None = None
         self._relay_leading = False
         self._relay_lock = threading.Lock()
+        self._inserted = False  # this transaction inserted events
 
     def _open(self) -> Connection:
         try:
@@ -89,12 +90,13 @@ class PostgresStore(EventStore):
         self._pg.close()
 
     # -- the write path ----------------------------------------------------------------------
+    # Statements without parameters go as one round trip (the simple query protocol).
     def _begin(self) -> None:
-        self._pg.execute("BEGIN")
-        self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        self._pg.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        self._inserted = False
 
     def _commit_transaction(self) -> None:
-        self._pg.execute("COMMIT")
+        self._pg.execute(f"NOTIFY {NOTIFY_CHANNEL}; COMMIT" if self._inserted else "COMMIT")
 
     def _rollback(self) -> None:
         if self._pg.closed:
@@ -120,7 +122,7 @@ class PostgresStore(EventStore):
                     copy.write_row((first_seq + i, *row))
         except pg_errors.UniqueViolation:
             return False
-        self._pg.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # delivered at COMMIT
+        self._inserted = True  # NOTIFY at COMMIT: the other collectors' streams and relay wake
         return True
 
     def _event_key(self, e: Event) -> Any:
