@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 
 from bench.workload import events as workload
@@ -25,6 +26,7 @@ from collector.store import SQLiteStore
 from tests.support.otlp_receiver import GrpcReceiver
 from tests.support.postgres import PostgresCluster, database_name
 from tests.support.procs import Proc, start_collector, wait_until
+from tests.test_stream import SSE, opened
 
 EVENTS = 6000
 BATCH = 100
@@ -141,3 +143,26 @@ def test_two_collectors_share_one_truth_through_a_leader_crash(
         ).fetchall()
     assert (stored, distinct) == (len(events), len(events)), "each event stored exactly once"
     assert (derived(sessions), derived(durations)) == oracle(tmp_path, events)
+
+
+def test_a_stream_on_one_collector_sees_what_another_ingested(
+    tmp_path: Path, pg_cluster: PostgresCluster
+) -> None:
+    """NOTIFY at every commit wakes the other collectors' streams: well before the heartbeat,
+    which is the only other time a quiet stream reads the store again."""
+    dsn = pg_cluster.create_database(database_name("stream_across"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = start_collector(tmp_path / "a", {"AGENTWATCH_DB": dsn})
+    b = start_collector(tmp_path / "b", {"AGENTWATCH_DB": dsn})
+    stream = SSE(b.url + "/v1/stream?heartbeat=120")
+    try:
+        opened(stream)
+        sent = workload(30, per_session=30)
+        assert post(a, sent)
+        got = stream.take(len(sent), timeout=15)  # a heartbeat-long wait would time out
+        assert [orjson.loads(m["data"])["event_id"] for m in got] == [e["event_id"] for e in sent]
+    finally:
+        stream.close()
+        a.stop()
+        b.stop()

@@ -22,6 +22,7 @@ import pytest
 
 from bench.workload import events as workload
 from collector.otlp.ids import span_id, trace_context, trace_id
+from tests.conftest import BACKENDS
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, Recorder
 from tests.support.procs import Proc, start_collector, wait_until
 
@@ -276,11 +277,15 @@ def grpc_receiver() -> Iterator[GrpcReceiver]:
     rx.stop()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_session_over_grpc_gives_exact_logs_and_span_tree(
-    tmp_path: Path, grpc_receiver: GrpcReceiver
+    tmp_path: Path, grpc_receiver: GrpcReceiver, backend: str, request: pytest.FixtureRequest
 ) -> None:
     events = session()
-    proc = start_collector(tmp_path, relay_env(grpc_receiver.endpoint))
+    env = relay_env(grpc_receiver.endpoint)
+    if backend == "postgres":
+        env["AGENTWATCH_DB"] = request.getfixturevalue("pg_dsn")
+    proc = start_collector(tmp_path, env)
     try:
         post(proc, events, batch=7)  # several commits: the tree is built across pages
         wait_exported(grpc_receiver.rec, events)

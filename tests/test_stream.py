@@ -13,15 +13,20 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import BACKENDS
 from tests.support.procs import Proc, start_collector, wait_until
 from tests.test_query_data import NOW_MS, env, tool_call
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Proc]:
-    p = start_collector(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def live(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proc]:
+    """A live collector on each store: on PostgreSQL, NOTIFY is what wakes the streams."""
+    env = (
+        {"AGENTWATCH_DB": request.getfixturevalue("pg_dsn")} if request.param == "postgres" else {}
+    )
+    p = start_collector(tmp_path, env)
     try:
         yield p
     finally:

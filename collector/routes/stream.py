@@ -86,7 +86,7 @@ class StreamHub:
         where = " AND ".join(["seq > ?", *clauses])
         dropped = 0
         ahead = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} LIMIT ?)",
+            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} LIMIT ?) AS ahead",
             (after, *args, backlog + 1),
         ).fetchone()[0]
         if ahead > backlog:
