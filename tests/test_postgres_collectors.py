@@ -24,7 +24,7 @@ from collector.events import from_envelope
 from collector.settings import Settings
 from collector.store import SQLiteStore
 from tests.support.otlp_receiver import GrpcReceiver
-from tests.support.postgres import PostgresCluster, database_name
+from tests.support.postgres import PostgresCluster, database_name, start_postgres
 from tests.support.procs import Proc, start_collector, wait_until
 from tests.test_stream import SSE, opened
 
@@ -166,3 +166,34 @@ def test_a_stream_on_one_collector_sees_what_another_ingested(
         stream.close()
         a.stop()
         b.stop()
+
+
+def test_a_database_that_goes_away_is_a_clear_503_and_the_collector_recovers(
+    tmp_path: Path,
+) -> None:
+    """The server stops under a running collector: ingest answers 503 (the hook keeps its spool
+    and sends again), /readyz says why; once it is back, the same collector takes writes again
+    without a restart and nothing is stored twice."""
+    cluster = start_postgres()  # its own: this test stops the server
+    try:
+        dsn = cluster.create_database("goes_away")
+        proc = start_collector(tmp_path, {"AGENTWATCH_DB": dsn})
+        try:
+            sent = workload(40, per_session=40)
+            assert post(proc, sent[:20])
+            assert cluster.pg_ctl("stop", "-m", "fast", "-w").returncode == 0
+            r = httpx.post(proc.url + "/v1/events", json=sent[20:], timeout=30)
+            assert r.status_code == 503, r.text
+            assert "write failed" in r.json()["error"]
+            wait_until(lambda: httpx.get(proc.url + "/readyz").status_code == 503, 20, "unready")
+            start = cluster.pg_ctl("start", "-w", "-l", str(cluster.log))
+            assert start.returncode == 0, start.stderr
+            wait_until(lambda: httpx.get(proc.url + "/readyz").status_code == 200, 30, "ready")
+            assert post(proc, sent)  # the spool sends all of it again: the first 20 are repeats
+        finally:
+            proc.stop()
+        with psycopg.connect(dsn) as conn:
+            (stored,) = conn.execute("SELECT count(*) FROM events").fetchone() or (0,)
+        assert stored == len(sent)
+    finally:
+        cluster.stop()

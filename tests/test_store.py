@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,8 +39,8 @@ from collector.store.rows import stored_input_hash
 from collector.store.sqlite_schema import MIGRATIONS
 from tests.conftest import BACKENDS, envelope
 from tests.support.db import AGENT_TYPE, PAYLOAD_TEXT
-from tests.support.postgres import database_name
-from tests.support.procs import REPO
+from tests.support.postgres import PostgresCluster, database_name
+from tests.support.procs import REPO, free_port
 
 SETTINGS = Settings()
 
@@ -461,3 +462,20 @@ def test_a_closed_store_leaves_no_wal_behind(
     store.write_sync([ev() for _ in range(2000)])
     store.close()
     assert not Path(f"{db}-wal").exists()
+
+
+def test_postgres_newer_schema_and_unreachable_server_are_clear_errors(
+    pg_cluster: PostgresCluster,
+) -> None:
+    dsn = pg_cluster.create_database(database_name("newer"))
+    store = PostgresStore(dsn)
+    store.open()  # creates the schema
+    store.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this collector"):
+        PostgresStore(dsn).open()
+    dead = f"postgresql://agentwatch:s3cret-pw@127.0.0.1:{free_port()}/agentwatch"
+    with pytest.raises(StoreError, match="cannot open the store") as err:
+        PostgresStore(dead).open()
+    assert "s3cret-pw" not in str(err.value)  # the URL is named without its password

@@ -62,6 +62,9 @@ class PostgresStore(EventStore):
     def _open(self) -> Connection:
         try:
             conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the store at {safe_url(self.url)}: {exc}") from exc
+        try:
             migrate(conn)
             self._pool = ConnectionPool(
                 self.url,
@@ -71,7 +74,10 @@ class PostgresStore(EventStore):
                 name="agentwatch-readers",
                 open=True,
             )
-        except psycopg.Error as exc:
+        except (psycopg.Error, StoreError) as exc:
+            conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open the store at {safe_url(self.url)}: {exc}") from exc
         self._pg = conn
         self._stop_listening.clear()
