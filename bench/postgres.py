@@ -154,8 +154,14 @@ def query(cluster: PostgresCluster, quick: bool, tmp: Path) -> list[Figure]:
         lambda: PostgresStore(dsn, queue_max_events=1_000_000),
         lambda: tables_size(dsn),
         {"AGENTWATCH_DB": dsn},
+        settle=lambda: vacuum_analyze(dsn),
     )
     return measure(backend, quick, tmp)
+
+
+def vacuum_analyze(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
 
 
 def run(quick: bool) -> list[Figure]:

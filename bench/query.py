@@ -232,6 +232,9 @@ class Backend:
     size: Callable[[], int]
     env: dict[str, str]
     size_target_kb: float | None = None  # None: the size per session is reported only
+    # After the build, before the queries: what a store that has run for a while has done
+    # (PostgreSQL: VACUUM ANALYZE, which autovacuum would otherwise run during the timings).
+    settle: Callable[[], None] = lambda: None
 
 
 def sqlite_backend(db: Path) -> Backend:
@@ -288,6 +291,7 @@ def measure(backend: Backend, quick: bool, tmp: Path) -> list[Figure]:
         wide = add_wide_session(store)  # after the size per session, which it would skew
     finally:
         store.close()
+    backend.settle()
     t = time.perf_counter()
     proc = start_collector(tmp, env={"AGENTWATCH_RETENTION_DAYS": "31", **backend.env})
     startup = time.perf_counter() - t
