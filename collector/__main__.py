@@ -37,7 +37,7 @@ def main() -> int:
             context.stopping.set()  # SSE streams end now rather than at the grace timeout
             super().handle_exit(sig, frame)
 
-    # One process only: the SQLite writer thread is the single writer of its database file.
+    # One process only: its writer thread is the single writer of the store (group commit).
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -4,6 +4,7 @@ that started it, by collector/launches.py) and the tool calls of each."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -27,8 +28,10 @@ def trace_id(session_id: str) -> str:
     return otlp_ids.trace_id(session_id).hex()
 
 
+@lru_cache(maxsize=65536)
 def span_id(session_id: str, kind: str, key: str) -> str:
-    """The relay's span id of an agent (key: agent id), turn or tool call (key: tool_use_id)."""
+    """The relay's span id of an agent (key: agent id), turn or tool call (key: tool_use_id).
+    Cached as hex: a tree names each span once, and a dashboard asks for the same tree again."""
     return otlp_ids.span_id(session_id, kind, key).hex()
 
 
