@@ -14,9 +14,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +30,7 @@ from tests.support.stack import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
-PORTS = (4000, 4317, 4318, 13133, 9090, 9093, 3100, 3200, 3000)
+PORTS = (4000, 4001, 4317, 4318, 13133, 9090, 9093, 3100, 3200, 3000)
 COLLECTOR = "http://127.0.0.1:4000"
 PROMETHEUS = "http://127.0.0.1:9090"
 LOKI = "http://127.0.0.1:3100"
@@ -57,26 +60,23 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The stack under its own compose project name; yields the Grafana admin password."""
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
+@contextmanager
+def compose_stack(tmp: Path, files: list[str]) -> Iterator[str]:
+    """The stack from these compose files under a compose project of its own (`down --volumes`
+    at the end never touches the user's stack), set up as `make up` does it; yields the Grafana
+    admin password."""
     from testcontainers.compose import DockerCompose
 
     password = uuid.uuid4().hex
-    env_file = tmp_path_factory.mktemp("stack") / ".env"
+    env_file = tmp / ".env"
     env_file.write_text(f"GF_ADMIN_PASSWORD={password}\n")
-    # A project of its own: `down --volumes` at the end never touches the user's stack.
+    # What `make up` runs first: generated passwords, Alertmanager's rendered config.
+    init = [sys.executable, str(REPO / "scripts" / "init_env.py"), "--env", str(env_file)]
+    subprocess.run(init, check=True, capture_output=True, timeout=60)
     previous = os.environ.get("COMPOSE_PROJECT_NAME")
     os.environ["COMPOSE_PROJECT_NAME"] = f"agentwatch-test-{uuid.uuid4().hex[:8]}"
     compose = DockerCompose(
-        REPO,
-        compose_file_name="docker-compose.monitoring.yml",
-        env_file=str(env_file),
-        build=True,
-        wait=True,
+        REPO, compose_file_name=files, env_file=str(env_file), build=True, wait=True
     )
     try:
         compose.start()
@@ -90,9 +90,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def session_id(stack: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stack; yields the Grafana admin password."""
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with compose_stack(tmp_path_factory.mktemp("stack"), ["docker-compose.monitoring.yml"]) as pw:
+        yield pw
+
+
+def send_session(tmp: Path) -> str:
     """One Claude Code session sent through hooks/agentwatch_hook.py, flushed synchronously."""
-    tmp = tmp_path_factory.mktemp("hook")
     sid = str(uuid.uuid4())
     transcript = tmp / "transcript.jsonl"
     transcript.write_text("")
@@ -118,6 +126,11 @@ def session_id(stack: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     flush = subprocess.run([*hook, "--flush"], env=env, capture_output=True, timeout=60)
     assert flush.returncode == 0
     return sid
+
+
+@pytest.fixture(scope="module")
+def session_id(stack: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return send_session(tmp_path_factory.mktemp("hook"))
 
 
 def test_the_session_reaches_prometheus(session_id: str) -> None:
