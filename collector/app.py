@@ -61,7 +61,8 @@ def create_app(
     tracker = Tracker(
         metrics, settings.loop_threshold, settings.waiting_seconds, settings.session_idle_seconds
     )
-    register_host_metrics(metrics, settings.sqlite_path.resolve().parent)
+    local_store = settings.sqlite_path.resolve().parent if settings.postgres_url is None else None
+    register_host_metrics(metrics, local_store)
     context = AppContext(
         settings=settings,
         store=store,

@@ -10,8 +10,9 @@ import psutil
 from collector.metrics import Metrics
 
 
-def register_host_metrics(metrics: Metrics, disk_path: Path) -> None:
-    """CPU, memory and the disk holding the database (disk_path: its directory), as ratios 0..1."""
+def register_host_metrics(metrics: Metrics, disk_path: Path | None) -> None:
+    """CPU, memory and the disk holding the database (disk_path: its directory), as ratios 0..1.
+    No disk gauge for a store on another machine (PostgreSQL: disk_path None)."""
     psutil.cpu_percent(interval=None)  # primes the counter: the first real read is a delta
 
     def cpu() -> Iterable[tuple[list[str], float]]:
@@ -21,6 +22,8 @@ def register_host_metrics(metrics: Metrics, disk_path: Path) -> None:
         return [([], psutil.virtual_memory().percent / 100)]
 
     def disk() -> Iterable[tuple[list[str], float]]:
+        if disk_path is None:
+            return []
         try:
             usage = psutil.disk_usage(str(disk_path))
         except OSError:

@@ -181,6 +181,10 @@ def test_a_database_that_goes_away_is_a_clear_503_and_the_collector_recovers(
         try:
             sent = workload(40, per_session=40)
             assert post(proc, sent[:20])
+            metrics = httpx.get(proc.url + "/metrics", timeout=10).text
+            assert "agentwatch_host_cpu_utilization_ratio" in metrics
+            # The store is not on this machine's disk: no disk gauge that would pretend it is.
+            assert "agentwatch_host_disk_utilization_ratio{" not in metrics
             assert cluster.pg_ctl("stop", "-m", "fast", "-w").returncode == 0
             r = httpx.post(proc.url + "/v1/events", json=sent[20:], timeout=30)
             assert r.status_code == 503, r.text
