@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo.replay import HOOK, RECORDING, load, replay
 from tests.support.claude import Claude
@@ -303,6 +304,17 @@ def native_cost(prom: str) -> float:
     return scalar(prom, "sum(claude_code_cost_usage_USD_total)") or 0.0
 
 
+def collector_native_cost(collector: str) -> float:
+    """sum(claude_code_cost_usage_USD_total) as the collector exposes it right now."""
+    text = httpx.get(collector + "/metrics", timeout=10).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "claude_code_cost_usage_USD_total"
+    )
+
+
 @pytest.mark.e2e
 def test_every_promql_target_returns_data(tmp_path: Path) -> None:
     assert HOOK.exists(), "hooks/agentwatch_hook.py is missing"
@@ -346,7 +358,15 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
         post(collector.url, "/v1/logs", first_logs)
         for body in claude_code_metrics(replayed=False):
             post(collector.url, "/v1/metrics", body)
-        wait_until(lambda: native_cost(prom.url) > 0, 30, "Claude Code's metrics scraped")
+        # The collector's own figure, then Prometheus holding it: a scrape between two of the
+        # posts above would otherwise be taken for the whole first round.
+        once = collector_native_cost(collector.url)
+        assert once > 0
+        wait_until(
+            lambda: native_cost(prom.url) == pytest.approx(once),
+            30,
+            "Claude Code's metrics scraped",
+        )
         wait_until(
             lambda: (
                 scalar(prom.url, 'sum(agentwatch_cost_usd_total{cost_source="exact"})') is not None
@@ -354,7 +374,6 @@ def test_every_promql_target_returns_data(tmp_path: Path) -> None:
             30,
             "Claude Code's exact cost scraped",
         )
-        once = native_cost(prom.url)
         post(collector.url, "/v1/logs", second_logs)
         # A retried export (its answer lost on the way back): stored once, counted as duplicates.
         post(collector.url, "/v1/logs", second_logs)
