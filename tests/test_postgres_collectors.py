@@ -120,11 +120,11 @@ def test_two_collectors_share_one_truth_through_a_leader_crash(
             t.start()
         wait_until(lambda: rx.rec.requests >= 3, 60, "the leader exporting")
         leader.kill()  # SIGKILL: no shutdown, an export in flight, its relay lock with it
+        exported_before = len(rx.rec.event_ids())
+        assert 0 < exported_before < len(events), "the kill must land mid-export"
         for t in senders:
             t.join(120)
         assert not errors, errors
-        exported_before = len(rx.rec.event_ids())
-        assert 0 < exported_before < len(events), "the kill must land mid-export"
         wait_until(lambda: relay_state(survivor) == "ok", 30, "the survivor leads")
         want = {e["event_id"] for e in events}
         wait_until(lambda: want <= rx.rec.event_ids(), 120, "every event exported")
