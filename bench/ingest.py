@@ -162,7 +162,7 @@ def wrk_single(port: int, seconds: int, tmp: Path) -> tuple[float, float, float]
 
 def run(quick: bool) -> list[Figure]:
     total = 20_000 if quick else 100_000
-    seconds = 5 if quick else 15
+    seconds = 3 if quick else 15
     envelopes = make_events(total)
     raws: list[float] = []
     batches: list[float] = []

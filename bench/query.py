@@ -263,10 +263,10 @@ def run(quick: bool) -> list[Figure]:
         return measure(sqlite_backend(Path(tmp) / "agentwatch.db"), quick, Path(tmp))
 
 
-def measure(backend: Backend, quick: bool, tmp: Path) -> list[Figure]:
-    """Build the store (100,000 events when quick, else 1,000,000) on the backend, start a
+def measure(backend: Backend, quick: bool, tmp: Path, quick_total: int = 100_000) -> list[Figure]:
+    """Build the store (quick_total events when quick, else 1,000,000) on the backend, start a
     collector on it, and time each query; tmp holds the collector's log."""
-    total = 100_000 if quick else 1_000_000
+    total = quick_total if quick else 1_000_000
     runs = 30 if quick else 100
     figures: list[Figure] = []
     prefix = f"{backend.name} query" if backend.name else "query"

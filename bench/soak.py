@@ -1,5 +1,5 @@
 """Sustained load through the real hook path: a fixed rate of `python3 -S agentwatch_hook.py`
-runs (a few in parallel) into a live collector for 60 s (quick: 10 s).
+runs (a few in parallel) into a live collector for 60 s (quick: 6 s).
 
 Reports loss (events handed to the hook but not stored: must be 0), the p50/p99 latency from
 the hook's start to the event being stored (received_at minus the hook's start, both wall
@@ -52,7 +52,7 @@ def _hook(env: dict[str, str], i: int, session: str, started: dict[str, int]) ->
 def run(quick: bool) -> list[Figure]:
     from tests.support.procs import start_collector
 
-    seconds = 10 if quick else 60
+    seconds = 6 if quick else 60
     total = int(seconds * RATE)
     with tempfile.TemporaryDirectory(prefix="aw-bench-soak-") as tmpdir:
         tmp = Path(tmpdir)

@@ -36,7 +36,7 @@ from collector.store.sql import Connection, PgConnection
 
 COPY_EVENTS = f"COPY events (seq, {COLUMNS}) FROM STDIN"
 READERS = 8  # pooled read connections per collector
-LISTEN_TIMEOUT = 1.0  # how often the listener checks that it should stop
+LISTEN_TIMEOUT = 0.25  # how often the listener checks that it should stop (bounds close())
 
 
 def safe_url(url: str) -> str:
