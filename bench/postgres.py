@@ -34,8 +34,7 @@ from bench.query import EVENTS_PER_SESSION, Backend, build_store, measure, sqlit
 from bench.workload import events as make_events
 from collector.events import from_envelope
 from collector.settings import Settings
-from collector.store import PostgresStore
-from collector.store.postgres import COPY_EVENTS
+from collector.store.postgres import COPY_EVENTS, PostgresStore
 from collector.store.postgres_schema import migrate
 from collector.store.rows import event_row
 from tests.support.postgres import PostgresCluster, missing_reason, start_postgres

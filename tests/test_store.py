@@ -29,12 +29,12 @@ from collector.store import (
     Committed,
     EventStore,
     Facts,
-    PostgresStore,
     SQLiteStore,
     StoreError,
     StoreSaturated,
 )
 from collector.store import sqlite as store_module
+from collector.store.postgres import PostgresStore
 from collector.store.rows import stored_input_hash
 from collector.store.sqlite_schema import MIGRATIONS
 from tests.conftest import BACKENDS, envelope

@@ -12,7 +12,6 @@ from typing import Any
 from collector.settings import Settings
 from collector.store.base import CommitListener, EventStore, StoreError, StoreSaturated
 from collector.store.derive import Committed, Facts
-from collector.store.postgres import PostgresStore
 from collector.store.sqlite import SQLiteStore
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "Committed",
     "EventStore",
     "Facts",
-    "PostgresStore",
     "SQLiteStore",
     "StoreError",
     "StoreSaturated",
@@ -31,5 +29,8 @@ __all__ = [
 def store_for(settings: Settings, **kw: Any) -> EventStore:
     """The store AGENTWATCH_DB names: a PostgreSQL URL, else a SQLite file."""
     if settings.postgres_url:
+        # Imported here: psycopg and its pool are ~80 ms of start-up a SQLite collector skips.
+        from collector.store.postgres import PostgresStore
+
         return PostgresStore(settings.postgres_url, **kw)
     return SQLiteStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous, **kw)
